@@ -1,0 +1,1 @@
+"""Training job kinds: data-parallel, pipeline-parallel, parameter server, sweep."""

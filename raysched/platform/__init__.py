@@ -1,0 +1,1 @@
+"""The runtime on Ray: controller actor, launcher, telemetry store, local cluster."""

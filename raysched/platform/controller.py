@@ -1,0 +1,344 @@
+"""The controller: one named Ray actor on the head node that owns the queue and applies decisions.
+
+Each round (on submit, on finish, on step reports, and on a timer) it reaps finished runs,
+observes the cluster, asks the policy to order the queue and place jobs, and launches what was
+placed. Every job's state lives in the telemetry store and moves only along the state machine
+in `raysched.schedulers.types`, so a restarted controller picks the queue up where it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from raysched.jobs.base import JobContext, JobOutcome, StepRecord
+from raysched.platform import launcher
+from raysched.platform.cluster_view import observe_cluster
+from raysched.platform.telemetry import TelemetryError, TelemetryStore, UnknownJob
+from raysched.schedulers.decisions import Placement
+from raysched.schedulers.policies.registry import make_policy
+from raysched.schedulers.spec import JobSpec
+from raysched.schedulers.types import ClusterView, JobState, JobView
+
+log = logging.getLogger("raysched.controller")
+
+ACTIVE = (JobState.PLACED, JobState.RUNNING, JobState.MIGRATING)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One attempt of a job that the controller launched and is watching."""
+
+    ref: ray.ObjectRef
+    attempt: int
+    node_ids: tuple[str, ...]
+    cpus_per_worker: float
+    launched: float
+    steps_seen: int = 0
+    recent_step_times: list[float] = dataclasses.field(default_factory=list)
+    observed_nodes: set[str] = dataclasses.field(default_factory=set)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ControllerConfig:
+    """Settings of one controller."""
+
+    store_path: Path
+    storage_dir: Path
+    policy: str = "least_loaded"
+    round_interval_s: float = 1.0
+    report_every: int = 5
+
+
+class Controller:
+    """The controller's logic; `ControllerActor` below is the Ray actor around it."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.store = TelemetryStore(config.store_path)
+        self.policy = make_policy(config.policy)
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="raysched-rounds", daemon=True)
+        self._thread.start()
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """After a (re)start: runs owned by a dead controller died with it; requeue their jobs.
+
+        They resume from their last checkpoint, so no finished work is redone and no job runs
+        twice at once.
+        """
+        for row in self.store.list_jobs(ACTIVE):
+            self.store.transition(
+                row["job_id"], JobState.QUEUED,
+                "controller restarted; requeued to resume from its last checkpoint",
+            )
+
+    # -- API (called remotely) -----------------------------------------------------------------
+
+    def ping(self) -> str:
+        return "ok"
+
+    def submit(
+        self, spec: Mapping[str, Any] | JobSpec, *, source: str = "sdk",
+        ray_job_id: str | None = None, job_id: str | None = None,
+    ) -> str:
+        """Validate, admit and queue a job; returns its id. Bad specs raise SpecError."""
+        view = self._observe()
+        if isinstance(spec, JobSpec):
+            spec = spec.to_dict()
+        parsed = JobSpec.from_dict(spec, max_node_cpus=view.max_node_cpus or None)
+        if ray_job_id is not None:
+            for row in self.store.list_jobs():
+                if row["ray_job_id"] == ray_job_id:
+                    return row["job_id"]  # the same driver registering again
+        job_id = job_id or f"{parsed.name}-{uuid.uuid4().hex[:8]}"
+        probe = JobView(job_id=job_id, spec=parsed, state=JobState.QUEUED, submit_time=time.time())
+        admission = self.policy.admission.admit(probe, view)
+        if not admission.admitted:
+            raise ValueError(f"job {parsed.name!r} not admitted: {admission.reason}")
+        from raysched.jobs.models import build_model, parameter_count
+
+        self.store.add_job(job_id, parsed, source=source, ray_job_id=ray_job_id,
+                           param_count=parameter_count(build_model(parsed.model)))
+        log.info("queued %s (%s)", job_id, source)
+        self._wake.set()
+        return job_id
+
+    def status(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        rows = [self.store.get_job(job_id)] if job_id else self.store.list_jobs()
+        now = time.time()
+        for r in rows:
+            r["spec"] = r["spec"].to_dict()
+            if r["queue_time_s"] is None and r["state"] == JobState.QUEUED.value:
+                r["queue_time_s"] = now - r["submit_time"]
+            if r["run_time_s"] is None and r["start_time"] is not None:
+                r["run_time_s"] = now - r["start_time"]
+        return rows
+
+    def explain(self, job_id: str) -> dict[str, Any]:
+        return {"job": self.status(job_id)[0], "decisions": self.store.decisions(job_id),
+                "events": self.store.events(job_id)}
+
+    def cancel(self, job_id: str) -> str:
+        with self._lock:
+            row = self.store.get_job(job_id)
+            state = JobState(row["state"])
+            if state.finished:
+                raise ValueError(f"job {job_id} already finished ({state.value})")
+            run = self._runs.pop(job_id, None)
+            if run is not None:
+                launcher.stop(run.ref)
+            self.store.transition(job_id, JobState.CANCELLED, "cancelled by user",
+                                  end_time=time.time())
+        self._wake.set()
+        return JobState.CANCELLED.value
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        row = self.store.get_job(job_id)
+        if JobState(row["state"]).finished:
+            raise ValueError(f"job {job_id} already finished ({row['state']})")
+        self.store.update_job(job_id, priority=int(priority))
+        self._wake.set()
+
+    def report_steps(self, records: list[StepRecord]) -> bool:
+        """Store step telemetry; True tells the job to checkpoint and stop."""
+        if not records:
+            return False
+        job_id = records[0].job_id
+        self.store.add_steps(records)
+        with self._lock:
+            run = self._runs.get(job_id)
+            if run is None or run.attempt != records[0].attempt:
+                return True  # a stale attempt: stop it
+            ranks0 = [r for r in records if r.rank == 0]
+            run.steps_seen = max([run.steps_seen, *(r.step for r in records)])
+            run.recent_step_times = (run.recent_step_times
+                                     + [r.step_time_s for r in ranks0])[-20:]
+            run.observed_nodes.update(r.node_id for r in records)
+            row = self.store.get_job(job_id)
+            if row["state"] == JobState.PLACED.value:
+                self.store.transition(job_id, JobState.RUNNING, "first steps reported",
+                                      expect=JobState.PLACED)
+            self.store.update_job(job_id, steps_done=run.steps_seen)
+            return bool(row["stop_requested"])
+
+    def shutdown(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    # -- rounds --------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self._wake.wait(timeout=self.config.round_interval_s)
+            self._wake.clear()
+            try:
+                self.run_round()
+            except Exception:  # noqa: BLE001 - a bad round must not kill the controller
+                log.error("round failed:\n%s", traceback.format_exc())
+
+    def run_round(self) -> None:
+        with self._lock:
+            self._reap()
+            view = self._observe()
+            order = self.policy.ordering.order(view.queued, view)
+            for job in order:
+                placement = self.policy.placement.place(job, view)
+                if placement is None:
+                    if not self.policy.backfill:
+                        break
+                    continue
+                self._launch(job, placement, view)
+                view = self._observe()
+
+    def _job_views(self) -> list[JobView]:
+        views = []
+        for row in self.store.list_jobs([JobState.QUEUED, *ACTIVE]):
+            run = self._runs.get(row["job_id"])
+            recent = statistics.median(run.recent_step_times) if run and run.recent_step_times \
+                else None
+            views.append(JobView(
+                job_id=row["job_id"], spec=row["spec"], state=JobState(row["state"]),
+                submit_time=row["submit_time"], start_time=row["start_time"],
+                node_ids=tuple(row["node_ids"] or ()), steps_done=row["steps_done"],
+                recent_step_time_s=recent, attempts=row["attempts"],
+            ))
+        return views
+
+    def _observe(self) -> ClusterView:
+        allocated: dict[str, float] = {}
+        for run in self._runs.values():
+            for node in run.node_ids or tuple(run.observed_nodes):
+                allocated[node] = allocated.get(node, 0.0) + run.cpus_per_worker
+        return observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views())
+
+    def _launch(self, job: JobView, placement: Placement, view: ClusterView) -> None:
+        row = self.store.get_job(job.job_id)
+        now = time.time()
+        attempt = row["attempts"] + 1
+        nodes = {n.node_id: n for n in view.nodes}
+        self.store.add_decision(
+            job_id=job.job_id, action="place", policy=placement.policy,
+            node_ids=placement.node_ids, reason=placement.reason,
+            candidates=[dataclasses.asdict(c) for c in placement.candidates],
+        )
+        fields: dict[str, Any] = {
+            "node_ids": list(placement.node_ids),
+            "node_cpus": [nodes[n].cpus_total for n in placement.node_ids],
+            "node_speeds": [nodes[n].speed for n in placement.node_ids],
+            "cluster_load_at_start": sum(n.cpus_total - n.cpus_free for n in view.nodes)
+            / max(sum(n.cpus_total for n in view.nodes), 1e-9),
+            "free_cpus_at_start": sum(n.cpus_free for n in view.nodes),
+            "policy": placement.policy,
+            "attempts": attempt,
+            "stop_requested": 0,
+        }
+        if placement.predicted_duration_s is not None:
+            fields["predicted_duration_s"] = placement.predicted_duration_s
+        if row["start_time"] is None:
+            fields["start_time"] = now
+            fields["queue_time_s"] = now - row["submit_time"]
+        self.store.transition(job.job_id, JobState.PLACED, placement.reason, **fields)
+        ctx = JobContext(
+            job_id=job.job_id,
+            attempt=attempt,
+            node_ids=placement.node_ids,
+            node_speeds={n.node_id: n.speed for n in view.nodes},
+            checkpoint_dir=str(self.config.storage_dir / "checkpoints" / job.job_id),
+            sink=launcher.ControllerSink(),
+            report_every=self.config.report_every,
+        )
+        ref = launcher.launch(job.spec, ctx, runner_node_id=self._node_id)
+        self._runs[job.job_id] = _Run(ref=ref, attempt=attempt, node_ids=placement.node_ids,
+                                      cpus_per_worker=job.spec.cpus_per_worker, launched=now)
+        log.info("launched %s attempt %d on %s", job.job_id, attempt, placement.node_ids)
+
+    def _reap(self) -> None:
+        if not self._runs:
+            return
+        refs = {run.ref: job_id for job_id, run in self._runs.items()}
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in done:
+            job_id = refs[ref]
+            run = self._runs.pop(job_id)
+            try:
+                outcome: JobOutcome = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the job's own error, recorded as FAILED
+                self._finish_failed(job_id, run, exc)
+                continue
+            if outcome.stopped_for_migration:
+                self._requeue(job_id, outcome)
+            else:
+                self._finish_succeeded(job_id, run, outcome)
+
+    def _ended_fields(self, job_id: str, run: _Run) -> dict[str, Any]:
+        row = self.store.get_job(job_id)
+        now = time.time()
+        start = row["start_time"] or run.launched
+        steps = self.store.steps(job_id)
+        peak = max((s["peak_rss_mb"] for s in steps), default=None)
+        fields: dict[str, Any] = {"end_time": now, "run_time_s": max(now - start, 0.0)}
+        if peak is not None:
+            fields["peak_rss_mb"] = peak
+        return fields
+
+    def _move_to_running(self, job_id: str) -> None:
+        if self.store.get_job(job_id)["state"] == JobState.PLACED.value:
+            self.store.transition(job_id, JobState.RUNNING, "run started")
+
+    def _finish_succeeded(self, job_id: str, run: _Run, outcome: JobOutcome) -> None:
+        self._move_to_running(job_id)
+        fields = self._ended_fields(job_id, run)
+        fields.update(steps_done=outcome.steps_done, final_loss=float(outcome.final_loss),
+                      steps_per_s=outcome.steps_done / max(fields["run_time_s"], 1e-9))
+        self.store.transition(job_id, JobState.SUCCEEDED, "completed", **fields)
+        log.info("%s succeeded (loss %.4f)", job_id, outcome.final_loss)
+
+    def _finish_failed(self, job_id: str, run: _Run, exc: BaseException) -> None:
+        self._move_to_running(job_id)
+        fields = self._ended_fields(job_id, run)
+        fields["error"] = _short_error(exc)
+        self.store.transition(job_id, JobState.FAILED, "the job raised", **fields)
+        log.warning("%s failed: %s", job_id, fields["error"])
+
+    def _requeue(self, job_id: str, outcome: JobOutcome) -> None:
+        self._move_to_running(job_id)
+        row = self.store.get_job(job_id)
+        self.store.transition(job_id, JobState.MIGRATING, "checkpointed for migration",
+                              steps_done=outcome.steps_done,
+                              migrations=row["migrations"] + 1)
+        self.store.transition(job_id, JobState.QUEUED, "waiting for its new placement")
+
+
+def _short_error(exc: BaseException) -> str:
+    """The innermost error message of a Ray task failure, one line."""
+    cause: BaseException = exc
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause  # RayTaskError wraps the user's exception
+    text = f"{type(cause).__name__}: {cause}"
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(cause).__name__
+
+
+ControllerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3,
+                             max_concurrency=32)(Controller)
+
+
+__all__ = ["Controller", "ControllerActor", "ControllerConfig", "TelemetryError", "UnknownJob"]

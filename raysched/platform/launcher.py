@@ -1,0 +1,51 @@
+"""Launch a placed job on Ray: a runner task next to the controller that drives the job's workers.
+
+The runner holds no CPUs; the workers it starts (Ray Train workers, pipeline stages, parameter
+servers) are pinned to the nodes the policy chose through the ``ray.io/node-id`` label. A
+migration is checkpoint (the job sees the stop flag in its next step report) -> stop ->
+relaunch with the new placement, resuming from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import ray
+
+from raysched.jobs.base import JobContext, JobOutcome, StepRecord
+from raysched.platform.client import CONTROLLER_NAME, NAMESPACE
+from raysched.platform.placement import actor_options_for_node
+from raysched.schedulers.spec import JobSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class ControllerSink:
+    """Picklable step sink: forwards step records to the controller, returns its stop flag."""
+
+    name: str = CONTROLLER_NAME
+    namespace: str = NAMESPACE
+
+    def __call__(self, records: list[StepRecord]) -> bool:
+        controller = ray.get_actor(self.name, namespace=self.namespace)
+        return bool(ray.get(controller.report_steps.remote(records)))
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _run_job_task(spec: JobSpec, ctx: JobContext) -> JobOutcome:
+    from raysched.jobs.registry import run_job
+
+    Path(ctx.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    return run_job(spec, ctx)
+
+
+def launch(spec: JobSpec, ctx: JobContext, *, runner_node_id: str | None) -> ray.ObjectRef:
+    """Start one attempt of a job; the returned ref resolves to its JobOutcome or raises."""
+    opts = actor_options_for_node(runner_node_id, 0)
+    opts["name"] = f"raysched:{ctx.job_id}:attempt-{ctx.attempt}"
+    return _run_job_task.options(**opts).remote(spec, ctx)
+
+
+def stop(ref: ray.ObjectRef) -> None:
+    """Force-stop a run (cancel): its workers die with the runner that owns them."""
+    ray.cancel(ref, force=True, recursive=True)

@@ -1,0 +1,286 @@
+"""A local multi-node Ray cluster on one machine, with emulated heterogeneous nodes.
+
+Each worker node carries a CPU count and the emulated speed label ``raysched.io/speed``; the
+head node carries no CPUs (only the controller and job drivers, which need none) and the label
+``raysched.io/role=head``. Used three ways: in-process (`LocalCluster`, for tests and
+notebooks), and as a background daemon (`raysched cluster up` / `down`), whose state file
+records the address, the dashboard URL and the PID to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from raysched.platform import auth
+from raysched.schedulers.types import SPEED_LABEL
+
+ROLE_LABEL = "raysched.io/role"
+DEFAULT_DASHBOARD_PORT = 28265
+STATE_FILE = "cluster.json"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NodeSpec:
+    """One emulated worker node."""
+
+    cpus: int
+    speed: float = 1.0
+    memory_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.cpus <= 0:
+            raise ValueError(f"a node needs at least one CPU, got {self.cpus}")
+        if not 0 < self.speed <= 1.0:
+            raise ValueError(f"speed must be in (0, 1], got {self.speed}")
+
+
+# Node i of a default cluster: CPUs and speed both vary, so placement matters.
+_DEFAULT_PATTERN = (NodeSpec(cpus=2, speed=1.0), NodeSpec(cpus=2, speed=0.5),
+                    NodeSpec(cpus=1, speed=0.25), NodeSpec(cpus=1, speed=0.75))
+
+
+def default_nodes(n: int) -> tuple[NodeSpec, ...]:
+    """`n` heterogeneous nodes following a fixed pattern of CPU counts and speeds."""
+    if n < 1:
+        raise ValueError(f"--nodes must be at least 1, got {n}")
+    return tuple(_DEFAULT_PATTERN[i % len(_DEFAULT_PATTERN)] for i in range(n))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LocalClusterConfig:
+    """How to lay out the local cluster and where it keeps its files."""
+
+    nodes: tuple[NodeSpec, ...] = dataclasses.field(default_factory=lambda: default_nodes(3))
+    state_dir: Path = Path(".raysched")
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    start_controller: bool = True
+    policy: str = "least_loaded"
+
+    @property
+    def ray_tmp(self) -> Path:
+        # Short absolute path: Ray's unix sockets live under it (108-byte limit).
+        digest = hashlib.sha1(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+        return Path(f"/tmp/raysched-{digest}-{self.dashboard_port}")
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir.resolve() / "telemetry.db"
+
+
+class LocalCluster:
+    """Start, use and stop a local heterogeneous Ray cluster in this process."""
+
+    def __init__(self, config: LocalClusterConfig | None = None) -> None:
+        self.config = config or LocalClusterConfig()
+        self._cluster: Any = None
+        self.address: str | None = None
+        self.dashboard_url: str | None = None
+
+    def start(self) -> LocalCluster:
+        auth.enable_token_auth()
+        from ray.cluster_utils import Cluster
+
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        ray_tmp = cfg.ray_tmp
+        (ray_tmp / "ray").mkdir(parents=True, exist_ok=True)
+        # Ray writes "the current cluster" file under RAY_TMPDIR: keep it ours, not /tmp/ray.
+        os.environ["RAY_TMPDIR"] = str(ray_tmp)
+        # `ray job submit -- python ...` entrypoints run with the head's PATH: find our Python.
+        bin_dir = str(Path(sys.executable).parent)
+        if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
+            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+        self._cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 0,
+                "temp_dir": str(ray_tmp / "ray"),
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": cfg.dashboard_port,
+                "labels": {ROLE_LABEL: "head"},
+            },
+        )
+        for node in cfg.nodes:
+            self._cluster.add_node(
+                num_cpus=node.cpus,
+                labels={SPEED_LABEL: f"{node.speed:g}", ROLE_LABEL: "worker"},
+                object_store_memory=80 * 1024 * 1024,
+            )
+        self._cluster.wait_for_nodes()
+        self.address = self._cluster.address
+        self.dashboard_url = f"http://127.0.0.1:{cfg.dashboard_port}"
+        if cfg.start_controller:
+            from raysched.platform.client import start_controller
+
+            start_controller(self.address, store_path=cfg.store_path, policy=cfg.policy,
+                             storage_dir=cfg.state_dir.resolve() / "storage")
+        return self
+
+    def stop(self) -> None:
+        """End everything this cluster started (only that)."""
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = None
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- daemon: `raysched cluster up` / `down` -----------------------------------------------------
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """The running daemon's state, or None when no cluster is up (stale files are removed)."""
+    path = state_path(state_dir)
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    if not _alive(state["pid"]):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def up(config: LocalClusterConfig, *, timeout_s: float = 180.0) -> dict[str, Any]:
+    """Start the cluster daemon in the background and wait until it is ready."""
+    state_dir = config.state_dir
+    existing = read_state(state_dir)
+    if existing is not None:
+        raise RuntimeError(
+            f"a cluster is already up (pid {existing['pid']}, address {existing['address']}); "
+            "run `raysched cluster down` first"
+        )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    nodes_arg = ",".join(f"{n.cpus}:{n.speed:g}" for n in config.nodes)
+    log = open(state_dir / "cluster.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raysched.platform.local_cluster", "serve",
+         "--state-dir", str(state_dir.resolve()), "--nodes", nodes_arg,
+         "--dashboard-port", str(config.dashboard_port), "--policy", config.policy],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_state(state_dir)
+        if state is not None and state["pid"] == proc.pid:
+            return state
+        if proc.poll() is not None:
+            tail = (state_dir / "cluster.log").read_text()[-3000:]
+            raise RuntimeError(f"the cluster daemon exited with code {proc.returncode}:\n{tail}")
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    raise TimeoutError(f"the cluster did not come up in {timeout_s:.0f} s; see {log.name}")
+
+
+def down(state_dir: Path, *, timeout_s: float = 60.0) -> bool:
+    """Stop the daemon started by `up` (and the Ray processes it started). False if none."""
+    state = read_state(state_dir)
+    if state is None:
+        return False
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.3)
+    if _alive(pid):
+        # The daemon is its own session leader: its group holds only what it started.
+        os.killpg(pid, signal.SIGKILL)
+    state_path(state_dir).unlink(missing_ok=True)
+    return True
+
+
+def parse_nodes(text: str) -> tuple[NodeSpec, ...]:
+    """Parse `cpus:speed,cpus:speed,...`."""
+    nodes = []
+    for part in text.split(","):
+        cpus, _, speed = part.partition(":")
+        try:
+            nodes.append(NodeSpec(cpus=int(cpus), speed=float(speed or 1.0)))
+        except ValueError as exc:
+            raise ValueError(f"bad node {part!r} (expected CPUS:SPEED, e.g. 2:0.5): {exc}") from exc
+    return tuple(nodes)
+
+
+def _serve(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m raysched.platform.local_cluster serve")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--nodes", required=True)
+    parser.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT)
+    parser.add_argument("--policy", default="least_loaded")
+    args = parser.parse_args(argv)
+    config = LocalClusterConfig(nodes=parse_nodes(args.nodes), state_dir=args.state_dir,
+                                dashboard_port=args.dashboard_port, policy=args.policy)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    cluster = LocalCluster(config).start()
+    state = {
+        "pid": os.getpid(),
+        "address": cluster.address,
+        "dashboard_url": cluster.dashboard_url,
+        "store": str(config.store_path),
+        "ray_tmp": str(config.ray_tmp),
+        "nodes": [dataclasses.asdict(n) for n in config.nodes],
+        "started": time.time(),
+    }
+    tmp = state_path(args.state_dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, state_path(args.state_dir))
+    print(f"raysched local cluster up at {cluster.address}", flush=True)
+    while not stopping:
+        time.sleep(0.5)
+    print("raysched local cluster shutting down", flush=True)
+    cluster.stop()
+    state_path(args.state_dir).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "serve":
+        sys.exit(_serve(sys.argv[2:]))
+    print("usage: python -m raysched.platform.local_cluster serve --state-dir D --nodes SPEC")
+    sys.exit(2)

@@ -1,0 +1,1 @@
+"""Pure decision code: types, policies, predictor, simulator. Never imports ray."""

@@ -1,0 +1,90 @@
+"""Policy interfaces: admission, ordering, placement and rebalancing, one method each."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
+from raysched.schedulers.decisions import Admission, Placement, RebalanceDecision
+from raysched.schedulers.types import ClusterView, JobView, NodeView
+
+
+class AdmissionPolicy(Protocol):
+    def admit(self, job: JobView, cluster: ClusterView) -> Admission: ...
+
+
+class OrderingPolicy(Protocol):
+    def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]: ...
+
+
+class PlacementPolicy(Protocol):
+    def place(self, job: JobView, cluster: ClusterView) -> Placement | None: ...
+
+
+class RebalancePolicy(Protocol):
+    def rebalance(self, cluster: ClusterView) -> RebalanceDecision: ...
+
+
+class AdmitAll:
+    """Admit every job whose gang could fit on the cluster when it is empty."""
+
+    def admit(self, job: JobView, cluster: ClusterView) -> Admission:
+        spec = job.spec
+        biggest = cluster.max_node_cpus
+        if spec.cpus_per_worker > biggest:
+            return Admission(
+                job_id=job.job_id,
+                admitted=False,
+                reason=f"{spec.cpus_per_worker} CPUs per worker; largest node has {biggest}",
+            )
+        total = sum(n.cpus_total for n in cluster.nodes if n.alive)
+        if spec.total_cpus > total:
+            return Admission(
+                job_id=job.job_id,
+                admitted=False,
+                reason=f"needs {spec.total_cpus} CPUs; the cluster has {total}",
+            )
+        return Admission(job_id=job.job_id, admitted=True, reason="fits the cluster")
+
+
+class FifoOrder:
+    """First submitted, first considered."""
+
+    def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
+        return sorted(queued, key=lambda j: (j.submit_time, j.job_id))
+
+
+class NoRebalance:
+    """Never moves anything."""
+
+    def rebalance(self, cluster: ClusterView) -> RebalanceDecision:
+        return RebalanceDecision()
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulingPolicy:
+    """A named bundle of the four policies; what the controller and simulator drive."""
+
+    name: str
+    admission: AdmissionPolicy
+    ordering: OrderingPolicy
+    placement: PlacementPolicy
+    rebalancing: RebalancePolicy = dataclasses.field(default_factory=NoRebalance)
+    # Backfill: when the head of the queue cannot be placed, try the jobs behind it.
+    backfill: bool = True
+
+
+def gang_fit(
+    nodes: Sequence[NodeView], num_workers: int, cpus_per_worker: float
+) -> tuple[str, ...] | None:
+    """Greedily assign workers to `nodes` in the given order; None if the gang does not fit."""
+    free = {n.node_id: n.cpus_free for n in nodes}
+    chosen: list[str] = []
+    for n in nodes:
+        while len(chosen) < num_workers and free[n.node_id] + 1e-9 >= cpus_per_worker:
+            chosen.append(n.node_id)
+            free[n.node_id] -= cpus_per_worker
+        if len(chosen) == num_workers:
+            return tuple(chosen)
+    return None
