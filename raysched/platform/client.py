@@ -71,12 +71,16 @@ def controller(address: str | None = None) -> Any:
         ) from None
 
 
-def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a controller method and re-raise the controller's own error, not Ray's wrapper."""
+def _call(method: Any, **kwargs: Any) -> Any:
+    """Call a controller method and re-raise the controller's own error, not Ray's wrapper.
+
+    Arguments go by keyword only: a handle fetched with `ray.get_actor` in some processes
+    (seen in Ray 2.60 job drivers) knows the methods only as `(**kwargs)`.
+    """
     import ray
 
     try:
-        return ray.get(method.remote(*args, **kwargs))
+        return ray.get(method.remote(**kwargs))
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if exc.cause is not None else exc
         raise cause from None
@@ -94,22 +98,22 @@ class Client:
             spec = load_spec(spec)
         if isinstance(spec, JobSpec):
             spec = spec.to_dict()
-        return _call(self._ctl.submit, dict(spec), **kwargs)
+        return _call(self._ctl.submit, spec=dict(spec), **kwargs)
 
     def status(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        return _call(self._ctl.status, job_id)
+        return _call(self._ctl.status, job_id=job_id)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.status(job_id)[0]
 
     def cancel(self, job_id: str) -> str:
-        return _call(self._ctl.cancel, job_id)
+        return _call(self._ctl.cancel, job_id=job_id)
 
     def set_priority(self, job_id: str, priority: int) -> None:
-        _call(self._ctl.set_priority, job_id, priority)
+        _call(self._ctl.set_priority, job_id=job_id, priority=priority)
 
     def explain(self, job_id: str) -> dict[str, Any]:
-        return _call(self._ctl.explain, job_id)
+        return _call(self._ctl.explain, job_id=job_id)
 
     def wait(self, job_ids: list[str], *, timeout_s: float = 600.0,
              poll_s: float = 1.0) -> list[dict[str, Any]]:

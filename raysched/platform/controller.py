@@ -96,7 +96,7 @@ class Controller:
         return "ok"
 
     def submit(
-        self, spec: Mapping[str, Any] | JobSpec, *, source: str = "sdk",
+        self, spec: Mapping[str, Any] | JobSpec, source: str = "sdk",
         ray_job_id: str | None = None, job_id: str | None = None,
     ) -> str:
         """Validate, admit and queue a job; returns its id. Bad specs raise SpecError."""

@@ -18,6 +18,9 @@ from raysched.platform.client import CONTROLLER_NAME, NAMESPACE
 from raysched.platform.placement import actor_options_for_node
 from raysched.schedulers.spec import JobSpec
 
+JOB_ID_ENV = "RAYSCHED_JOB_ID"
+ATTEMPT_ENV = "RAYSCHED_ATTEMPT"
+
 
 @dataclasses.dataclass(frozen=True)
 class ControllerSink:
@@ -28,7 +31,7 @@ class ControllerSink:
 
     def __call__(self, records: list[StepRecord]) -> bool:
         controller = ray.get_actor(self.name, namespace=self.namespace)
-        return bool(ray.get(controller.report_steps.remote(records)))
+        return bool(ray.get(controller.report_steps.remote(records=records)))
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -43,6 +46,9 @@ def launch(spec: JobSpec, ctx: JobContext, *, runner_node_id: str | None) -> ray
     """Start one attempt of a job; the returned ref resolves to its JobOutcome or raises."""
     opts = actor_options_for_node(runner_node_id, 0)
     opts["name"] = f"raysched:{ctx.job_id}:attempt-{ctx.attempt}"
+    # Tag the run: every actor it starts inherits these variables, so Ray's own state API
+    # (`ray list actors --detail`, the dashboard) shows which raysched job each worker is.
+    opts["runtime_env"] = {"env_vars": {JOB_ID_ENV: ctx.job_id, ATTEMPT_ENV: str(ctx.attempt)}}
     return _run_job_task.options(**opts).remote(spec, ctx)
 
 

@@ -119,6 +119,7 @@ class LocalCluster:
         self._cluster.wait_for_nodes()
         self.address = self._cluster.address
         self.dashboard_url = f"http://127.0.0.1:{cfg.dashboard_port}"
+        wait_for_job_agent(self.dashboard_url)
         if cfg.start_controller:
             from raysched.platform.client import start_controller
 
@@ -141,6 +142,33 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_for_job_agent(dashboard_url: str, timeout_s: float = 300.0) -> None:
+    """Block until `ray job submit` works: the head's job agent registers a while after start.
+
+    Probes with one no-op Ray job (it shows in the dashboard as `raysched-ready-...`).
+    """
+    import uuid
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard_url, headers=auth.bearer_header())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            sub = client.submit_job(entrypoint="true",
+                                    submission_id=f"raysched-ready-{uuid.uuid4().hex[:6]}")
+            break
+        except RuntimeError as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray's job agent not ready after {timeout_s:.0f} s") from exc
+            time.sleep(1.0)
+    while client.get_job_status(sub) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                             JobStatus.STOPPED):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Ray's ready probe job did not finish in {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 # -- daemon: `raysched cluster up` / `down` -----------------------------------------------------

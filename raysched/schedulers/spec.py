@@ -51,6 +51,11 @@ class SpecError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"invalid job spec: field '{field}': {message}")
         self.field = field
+        self.detail = message
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Crosses process boundaries intact (the controller raises it into the client).
+        return (SpecError, (self.field, self.detail))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

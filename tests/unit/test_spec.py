@@ -74,3 +74,10 @@ def test_yaml_errors(tmp_path):
     listy.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(listy)
+
+
+def test_spec_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(SpecError("steps", "must be positive")))
+    assert err.field == "steps" and str(err) == "invalid job spec: field 'steps': must be positive"

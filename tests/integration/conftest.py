@@ -1,0 +1,55 @@
+"""One real local Ray cluster (4 heterogeneous worker nodes + head, controller) per test session."""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from raysched.platform.local_cluster import LocalCluster, LocalClusterConfig, default_nodes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A free TCP port from the OS's ephemeral range (outside Ray's 10002-19999 worker ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    state_dir = Path(tempfile.mkdtemp(prefix="raysched-it-"))
+    config = LocalClusterConfig(nodes=default_nodes(4), state_dir=state_dir,
+                                dashboard_port=free_port())
+    with LocalCluster(config) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def client(cluster):
+    from raysched.platform.client import Client
+
+    return Client(cluster.address)
+
+
+def worker_nodes_by_job() -> dict[str, set[str]]:
+    """From Ray's state API (not raysched's records): job id -> nodes its worker actors ran on."""
+    from ray.util.state import list_actors
+
+    out: dict[str, set[str]] = {}
+    for actor in list_actors(detail=True, limit=10_000, raise_on_missing_output=False):
+        if actor.class_name in ("TrainController", "DatasetManager"):
+            continue
+        env = json.loads(actor.serialized_runtime_env or "{}").get("env_vars", {})
+        job_id = env.get("RAYSCHED_JOB_ID")
+        # Workers hold CPUs (plain, or a placement-group bundle's "CPU_group_..." share).
+        holds_cpu = any(v > 0 and (k == "CPU" or k.startswith("CPU_group_"))
+                        for k, v in actor.required_resources.items())
+        if job_id and holds_cpu:
+            out.setdefault(job_id, set()).add(actor.node_id)
+    return out
