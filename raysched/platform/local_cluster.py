@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ class LocalClusterConfig:
 
     nodes: tuple[NodeSpec, ...] = dataclasses.field(default_factory=lambda: default_nodes(3))
     state_dir: Path = Path(".raysched")
-    dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT  # 0: any free port
     start_controller: bool = True
     policy: str = "least_loaded"
 
@@ -74,6 +75,13 @@ class LocalClusterConfig:
     @property
     def store_path(self) -> Path:
         return self.state_dir.resolve() / "telemetry.db"
+
+
+def free_port() -> int:
+    """A free TCP port from the OS's ephemeral range (outside Ray's 10002-19999 worker ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class LocalCluster:
@@ -89,6 +97,8 @@ class LocalCluster:
         auth.enable_token_auth()
         from ray.cluster_utils import Cluster
 
+        if self.config.dashboard_port == 0:
+            self.config = dataclasses.replace(self.config, dashboard_port=free_port())
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         ray_tmp = cfg.ray_tmp

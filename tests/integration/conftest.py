@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 from pathlib import Path
 
@@ -14,18 +13,11 @@ from raysched.platform.local_cluster import LocalCluster, LocalClusterConfig, de
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    """A free TCP port from the OS's ephemeral range (outside Ray's 10002-19999 worker ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def cluster():
     state_dir = Path(tempfile.mkdtemp(prefix="raysched-it-"))
     config = LocalClusterConfig(nodes=default_nodes(4), state_dir=state_dir,
-                                dashboard_port=free_port())
+                                dashboard_port=0)
     with LocalCluster(config) as c:
         yield c
 
