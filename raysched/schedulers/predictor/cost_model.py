@@ -1,0 +1,403 @@
+"""The cost model the scheduling policies call: step time, run time and peak memory of a placement.
+
+Pure decision code (no Ray). `CostModel.fit(jobs)` learns from finished-job telemetry rows;
+`predict(job, nodes, cluster)` answers for one candidate placement and `predict_many(pairs,
+cluster)` for a batch of (job, nodes) candidates with one scikit-learn call per target.
+
+- step time: `StepTimeRegressor` (boosted trees on log step time, conformal interval);
+- duration: ``steps_left * step_time + overhead``, where the start-up overhead is the median, per
+  kind, of ``run_time_s - steps_done * step_time_s`` over the training rows (not added for a
+  running job asked about the nodes it already runs on);
+- throughput: ``batch_size / step_time`` samples per second;
+- peak memory: `PeakMemoryRegressor` (its upper bound is what an out-of-memory check should use).
+
+Until a target has `min_rows` training rows the model answers with the calibrated heuristic of
+`heuristics.py` and says so: ``source == "heuristic"`` (else ``"model"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raysched.schedulers.predictor import heuristics
+from raysched.schedulers.predictor.estimators import PeakMemoryRegressor, StepTimeRegressor
+from raysched.schedulers.predictor.features import (
+    FEATURES,
+    NODE_FEATURES,
+    History,
+    build_features,
+    cluster_features,
+    feature_index,
+    job_matrix,
+    model_param_counts,
+    node_block,
+    training_rows,
+    validate_jobs,
+)
+from raysched.schedulers.spec import MODELS
+from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
+
+TARGET = "cost_model"
+# Parameter counts of raysched.jobs.models (checked by a unit test); telemetry overrides them.
+DEFAULT_PARAM_COUNTS: dict[str, float] = {"mlp": 42634.0, "cnn": 76522.0, "transformer": 110400.0}
+_NODE_COLS = [feature_index(n) for n in (
+    "n_nodes", "speed_min", "speed_mean", "node_cpus_min", "node_load_mean", "node_mem_free_min",
+)]
+# Peak memory is a property of the job, not of where it runs: its model only sees these columns,
+# so a batch needs one memory prediction per distinct job rather than per candidate.
+JOB_COLUMNS = np.array([i for i, name in enumerate(FEATURES) if name not in NODE_FEATURES])
+_CLUSTER_LOAD = feature_index("cluster_load")
+_FREE_CPUS = feature_index("log_free_cpus")
+_JOB_CACHE_MAX = 200_000
+
+Pair = tuple[JobView, Sequence[NodeView]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """What the cost model expects of one job on one candidate placement."""
+
+    step_time_s: float
+    step_time_lo_s: float
+    step_time_hi_s: float
+    duration_s: float  # remaining run time: steps_left * step_time (+ start-up overhead)
+    duration_lo_s: float
+    duration_hi_s: float
+    peak_rss_mb: float
+    peak_rss_hi_mb: float
+    throughput_sps: float  # samples per second
+    source: str  # "model" or "heuristic" (the step-time predictor's)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class PredictionBatch:
+    """Predictions for a batch of candidates as arrays (index it for a `Prediction`)."""
+
+    step_time_s: np.ndarray
+    step_time_lo_s: np.ndarray
+    step_time_hi_s: np.ndarray
+    duration_s: np.ndarray
+    duration_lo_s: np.ndarray
+    duration_hi_s: np.ndarray
+    peak_rss_mb: np.ndarray
+    peak_rss_hi_mb: np.ndarray
+    throughput_sps: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.step_time_s)
+
+    def __getitem__(self, i: int) -> Prediction:
+        return Prediction(
+            **{f.name: float(getattr(self, f.name)[i]) for f in dataclasses.fields(self)
+               if f.name != "source"},
+            source=self.source,
+        )
+
+
+class CostModel:
+    """Facade over the feature builder, the estimators and the cold-start heuristic."""
+
+    def __init__(
+        self,
+        *,
+        min_rows: int = 20,
+        alpha: float = 0.1,
+        max_iter: int = 100,
+        learning_rate: float = 0.1,
+        random_state: int | None = 0,
+    ) -> None:
+        self.min_rows = min_rows
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self._job_cache: dict[str, np.ndarray] = {}
+        self._rss_cache: dict[str, float] = {}
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _estimator_params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "max_iter": self.max_iter,
+                "learning_rate": self.learning_rate, "random_state": self.random_state}
+
+    def fit(
+        self, jobs: Sequence[Mapping[str, Any]] | pd.DataFrame,
+        node_samples: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        as_of: float | None = None,
+    ) -> CostModel:
+        """Learn from job rows (`TelemetryStore.list_jobs()` or a frame of the jobs table).
+
+        With `as_of`, only jobs that had finished (``end_time``) before that time are used, as
+        if the model had been trained then.
+        """
+        if int(self.min_rows) < 1:
+            raise ValueError(f"min_rows must be >= 1, got {self.min_rows}")
+        frame = validate_jobs(jobs)
+        if as_of is not None:
+            frame = frame[frame["end_time"].notna() & (frame["end_time"] < as_of)]
+            frame = frame.reset_index(drop=True)
+        samples = None if node_samples is None else pd.DataFrame(list(node_samples)) \
+            if not isinstance(node_samples, pd.DataFrame) else node_samples
+        rows = training_rows(frame)
+        self.param_counts_ = {**DEFAULT_PARAM_COUNTS, **model_param_counts(frame)}
+        self.history_ = History(frame)
+        X = build_features(  # noqa: N806
+            rows, history=self.history_, param_counts=self.param_counts_, node_samples=samples
+        )
+        self.n_rows_ = len(rows)
+        self.heuristic_ = heuristics.Heuristic()
+        if len(rows):
+            step_est, rss_est = _heuristic_raw(X)
+            self.heuristic_.calibrate(rows, step_est, rss_est)
+        self.overhead_s_ = _overheads(rows)
+        self.step_model_: StepTimeRegressor | None = None
+        self.rss_model_: PeakMemoryRegressor | None = None
+        if len(rows) >= self.min_rows:
+            self.step_model_ = StepTimeRegressor(**self._estimator_params()).fit(
+                X, rows["step_time_s"].to_numpy(float)
+            )
+        has_rss = rows["peak_rss_mb"].notna().to_numpy() if "peak_rss_mb" in rows else None
+        self.n_rss_rows_ = int(has_rss.sum()) if has_rss is not None else 0
+        if has_rss is not None and self.n_rss_rows_ >= self.min_rows:
+            self.rss_model_ = PeakMemoryRegressor(**self._estimator_params()).fit(
+                X[has_rss][:, JOB_COLUMNS], rows["peak_rss_mb"].to_numpy(float)[has_rss]
+            )
+        self.feature_medians_ = _column_medians(X)
+        self.trained_until_ = float(rows["end_time"].max()) if len(rows) else 0.0
+        self._job_cache = {}
+        self._rss_cache = {}
+        return self
+
+    @property
+    def source(self) -> str:
+        """"model" once the step-time predictor is trained, else "heuristic"."""
+        return "model" if getattr(self, "step_model_", None) is not None else "heuristic"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "history_"):
+            raise RuntimeError("CostModel is not fitted; call fit(jobs) first (it may be empty)")
+
+    # -- features ---------------------------------------------------------------------------
+
+    def _job_rows(self, jobs: Sequence[JobView], now: float) -> np.ndarray:
+        missing = [j for j in jobs if j.job_id not in self._job_cache]
+        if missing:
+            if len(self._job_cache) > _JOB_CACHE_MAX:
+                self._job_cache.clear()
+                self._rss_cache.clear()
+            rows = job_matrix(missing, self.history_, self.param_counts_, now)
+            for j, row in zip(missing, rows, strict=True):
+                self._job_cache[j.job_id] = row
+        return np.stack([self._job_cache[j.job_id] for j in jobs])
+
+    def matrix(self, pairs: Sequence[Pair], cluster: ClusterView) -> np.ndarray:
+        """Feature rows (columns `FEATURES`) for (job, nodes) candidates."""
+        return self._matrix(pairs, cluster)[0]
+
+    def _matrix(
+        self, pairs: Sequence[Pair], cluster: ClusterView
+    ) -> tuple[np.ndarray, list[JobView], np.ndarray, np.ndarray]:
+        """Feature rows, the distinct jobs, their rows, and each candidate's index into those."""
+        self._check_fitted()
+        job_index: dict[str, int] = {}
+        jobs: list[JobView] = []
+        node_index: dict[tuple[str, ...], int] = {}
+        node_rows: list[list[float]] = []
+        ji = np.empty(len(pairs), dtype=np.intp)
+        ni = np.empty(len(pairs), dtype=np.intp)
+        for k, (job, nodes) in enumerate(pairs):
+            j = job_index.get(job.job_id)
+            if j is None:
+                j = job_index[job.job_id] = len(jobs)
+                jobs.append(job)
+            key = tuple(n.node_id for n in nodes)
+            n = node_index.get(key)
+            if n is None:
+                n = node_index[key] = len(node_rows)
+                node_rows.append(node_block(nodes))
+            ji[k], ni[k] = j, n
+        job_rows = self._job_rows(jobs, cluster.time)
+        X = job_rows[ji]  # noqa: N806
+        X[:, _NODE_COLS] = np.asarray(node_rows, dtype=float)[ni]
+        X[:, _CLUSTER_LOAD], X[:, _FREE_CPUS] = cluster_features(cluster)
+        return X, jobs, job_rows, ji
+
+    # -- prediction -------------------------------------------------------------------------
+
+    def predict(self, job: JobView, nodes: Sequence[NodeView], cluster: ClusterView) -> Prediction:
+        """Expected step time, remaining duration and peak memory of `job` on `nodes`."""
+        return self.predict_many([(job, nodes)], cluster)[0]
+
+    def predict_many(self, pairs: Sequence[Pair], cluster: ClusterView) -> PredictionBatch:
+        """Vectorised `predict` over (job, nodes) candidates: one sklearn call per target."""
+        X, jobs, job_rows, ji = self._matrix(pairs, cluster)  # noqa: N806
+        steps_left = np.array([j.steps_left for j in jobs], dtype=float)[ji]
+        batch = np.array([j.spec.batch_size for j in jobs], dtype=float)[ji]
+        overhead = np.array([self._overhead(j.spec.kind) for j in jobs])[ji]
+        for k, (job, nodes) in enumerate(pairs):
+            if job.state is not JobState.QUEUED and _already_there(job, nodes):
+                overhead[k] = 0.0
+        log_rss = None
+        if self.rss_model_ is not None:
+            missing = [i for i, j in enumerate(jobs) if j.job_id not in self._rss_cache]
+            if missing:
+                fresh = self.rss_model_.predict_log(job_rows[missing][:, JOB_COLUMNS])
+                for i, value in zip(missing, fresh, strict=True):
+                    self._rss_cache[jobs[i].job_id] = float(value)
+            log_rss = np.array([self._rss_cache[j.job_id] for j in jobs])[ji]
+        return self.predict_matrix(
+            X, steps_left=steps_left, batch=batch, overhead=overhead, log_rss=log_rss
+        )
+
+    def predict_matrix(
+        self, X: np.ndarray, *, steps_left: np.ndarray, batch: np.ndarray,  # noqa: N803
+        overhead: np.ndarray, log_rss: np.ndarray | None = None,
+    ) -> PredictionBatch:
+        """Predictions from ready feature rows (used by `predict_many` and evaluation).
+
+        `log_rss`, when given, is the memory model's answer per row already (`predict_many`
+        caches it per job: it does not depend on the placement).
+        """
+        self._check_fitted()
+        if self.step_model_ is not None:
+            log_step = self.step_model_.predict_log(X)
+            step = np.exp(log_step)
+            step_lo = np.exp(log_step + self.step_model_.residual_lo_)
+            step_hi = np.exp(log_step + self.step_model_.residual_hi_)
+            source = "model"
+        else:
+            raw, _ = _heuristic_raw(X)
+            step = self.heuristic_.step_time(_kinds(X), raw)
+            step_lo, step_hi = heuristics.interval(step)
+            source = "heuristic"
+        if self.rss_model_ is not None:
+            if log_rss is None:
+                log_rss = self.rss_model_.predict_log(X[:, JOB_COLUMNS])
+            rss = np.exp(log_rss)
+            rss_hi = np.exp(log_rss + self.rss_model_.residual_hi_)
+        else:
+            _, raw_rss = _heuristic_raw(X)
+            rss = self.heuristic_.peak_rss(raw_rss)
+            rss_hi = heuristics.interval(rss)[1]
+        return PredictionBatch(
+            step_time_s=step,
+            step_time_lo_s=step_lo,
+            step_time_hi_s=step_hi,
+            duration_s=steps_left * step + overhead,
+            duration_lo_s=steps_left * step_lo + overhead,
+            duration_hi_s=steps_left * step_hi + overhead,
+            peak_rss_mb=rss,
+            peak_rss_hi_mb=rss_hi,
+            throughput_sps=batch / step,
+            source=source,
+        )
+
+    def _overhead(self, kind: str) -> float:
+        table = getattr(self, "overhead_s_", {})
+        return table.get(kind, table.get("*", heuristics.DEFAULT_OVERHEAD_S))
+
+    # -- explanation ------------------------------------------------------------------------
+
+    def explain_matrix(self, x: np.ndarray, top: int = 8) -> list[tuple[str, float, float]]:
+        """Top features behind one row's step time: (name, value, log-ratio contribution).
+
+        A feature's contribution is ``log(step(x)) - log(step(x with that feature replaced by
+        its training median))``: positive means it made the job slower.
+        """
+        self._check_fitted()
+        x = np.asarray(x, dtype=float).reshape(1, -1)
+        variants = np.repeat(x, len(FEATURES), axis=0)
+        idx = np.arange(len(FEATURES))
+        variants[idx, idx] = self.feature_medians_
+        both = np.vstack([x, variants])
+        if self.step_model_ is not None:
+            logs = self.step_model_.predict_log(both)
+        else:
+            raw, _ = _heuristic_raw(both)
+            logs = np.log(self.heuristic_.step_time(_kinds(both), raw))
+        contrib = logs[0] - logs[1:]
+        order = np.argsort(-np.abs(contrib))[:top]
+        return [(FEATURES[i], float(x[0, i]), float(contrib[i])) for i in order]
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_job_cache"] = {}
+        state["_rss_cache"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._job_cache = {}
+        self._rss_cache = {}
+
+
+def _column_medians(X: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Median of each column over its non-NaN values (NaN for an empty column)."""
+    out = np.full(X.shape[1], np.nan)
+    for i in range(X.shape[1]):
+        col = X[:, i][~np.isnan(X[:, i])]
+        if len(col):
+            out[i] = float(np.median(col))
+    return out
+
+
+def _already_there(job: JobView, nodes: Sequence[NodeView]) -> bool:
+    """True for a running job asked about the very nodes it runs on (no restart cost)."""
+    return (
+        job.state in (JobState.RUNNING, JobState.PLACED)
+        and bool(job.node_ids)
+        and tuple(n.node_id for n in nodes) == tuple(job.node_ids)
+    )
+
+
+def _kinds(X: np.ndarray) -> np.ndarray:  # noqa: N803
+    from raysched.schedulers.spec import KINDS
+
+    codes = X[:, feature_index("kind")]
+    return np.array([KINDS[int(c)] if np.isfinite(c) else "" for c in codes], dtype=object)
+
+
+def _heuristic_raw(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    """Uncalibrated heuristic step time and peak memory from feature rows."""
+    codes = X[:, feature_index("model")]
+    model = np.array([MODELS[int(c)] if np.isfinite(c) else "" for c in codes], dtype=object)
+    params = np.exp(X[:, feature_index("log_params")])
+    batch = np.exp(X[:, feature_index("log_batch")])
+    step = heuristics.step_time_formula(
+        model=model,
+        params=params,
+        batch=batch,
+        workers=X[:, feature_index("num_workers")],
+        cpus_per_worker=X[:, feature_index("cpus_per_worker")],
+        speed=X[:, feature_index("speed_min")],
+        load=X[:, feature_index("node_load_mean")],
+        trials=X[:, feature_index("num_trials")],
+    )
+    rss = heuristics.peak_rss_formula(model=model, params=params, batch=batch)
+    return step, rss
+
+
+def _overheads(rows: pd.DataFrame) -> dict[str, float]:
+    """Median start-up overhead (run time not spent stepping) per kind and overall."""
+    if not len(rows) or "run_time_s" not in rows:
+        return {}
+    over = rows["run_time_s"].to_numpy(float) - rows["steps_done"].to_numpy(float) * rows[
+        "step_time_s"
+    ].to_numpy(float)
+    over = np.maximum(over, 0.0)
+    ok = np.isfinite(over)
+    out = {"*": float(np.median(over[ok]))} if ok.any() else {}
+    kinds = rows["kind"].to_numpy()
+    for kind in set(kinds[ok].tolist()):
+        out[kind] = float(np.median(over[ok & (kinds == kind)]))
+    return {k: v for k, v in out.items() if math.isfinite(v)}

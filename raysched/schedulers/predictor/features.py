@@ -1,0 +1,430 @@
+"""Telemetry as a dataset: validated job rows -> feature rows known at decision time, and targets.
+
+A training row describes one finished job with only what the scheduler knew when it placed it:
+
+- spec: kind, model, log parameter count, log batch size, log steps, workers, CPUs per worker,
+  kind options that change the work (pipeline stages and micro-batches, parameter servers,
+  sweep trials);
+- nodes: number of distinct nodes, slowest and mean speed label, smallest node CPU count (the
+  ``node_cpus`` / ``node_speeds`` JSON lists), and, where ``node_samples`` are given, the mean
+  measured load and smallest free memory of those nodes at start;
+- cluster at start: ``cluster_load_at_start`` (mean measured load of the alive nodes) and
+  ``free_cpus_at_start`` (free CPUs over the whole cluster just before the placement);
+- history: for the same user, the same model and the same kind, outcomes of jobs that FINISHED
+  (``end_time``) strictly before this job was submitted: how many (capped), the mean log step time
+  of the last few, the last log step time, and the mean log run time of the last few;
+- time: hour of day and day of week of the submit time (UTC).
+
+At decision time `candidate_matrix` builds the same columns from a `JobView`, the candidate
+`NodeView`s and the `ClusterView`, with history queried at the cluster's clock. Rows are
+validated on the way in (`validate_jobs`); a bad row raises `TelemetryDataError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raysched.schedulers.spec import KINDS, MODELS, JobSpec
+from raysched.schedulers.types import ClusterView, JobView, NodeView
+
+HISTORY_RECENT = 10  # finished jobs per group the "recent" history means average over
+HISTORY_GROUPS = ("user", "model", "kind")
+SPEC_FEATURES = (
+    "kind", "model", "log_params", "log_batch", "log_steps", "num_workers", "cpus_per_worker",
+    "log_total_cpus", "stages", "micro_batches", "num_servers", "num_trials",
+)
+NODE_FEATURES = (
+    "n_nodes", "speed_min", "speed_mean", "node_cpus_min", "node_load_mean", "node_mem_free_min",
+    "cluster_load", "log_free_cpus",
+)
+HISTORY_FEATURES = tuple(
+    f"h_{g}_{s}" for g in HISTORY_GROUPS for s in ("n", "step_mean", "step_last", "run_mean")
+)
+TIME_FEATURES = ("hour", "weekday")
+FEATURES: tuple[str, ...] = SPEC_FEATURES + NODE_FEATURES + HISTORY_FEATURES + TIME_FEATURES
+_INDEX = {name: i for i, name in enumerate(FEATURES)}
+
+FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+_REQUIRED = ("job_id", "user", "kind", "model", "num_workers", "cpus_per_worker", "steps",
+             "batch_size", "state", "submit_time")
+_NUMERIC = {  # column -> must be non-negative
+    "num_workers": True, "cpus_per_worker": True, "steps": True, "batch_size": True,
+    "param_count": True, "submit_time": True, "start_time": True, "end_time": True,
+    "queue_time_s": True, "run_time_s": True, "steps_done": True, "steps_per_s": True,
+    "peak_rss_mb": True, "cluster_load_at_start": True, "free_cpus_at_start": True,
+    "attempts": True, "migrations": True,
+}
+_COLUMNS = {*_REQUIRED, *_NUMERIC, "node_ids", "node_cpus", "node_speeds", "step_time_s",
+            "throughput_sps", "opt_stages", "opt_micro_batches", "opt_num_servers",
+            "opt_num_trials"}
+# What a SUCCEEDED row must carry to be a training row.
+_OUTCOMES = ("start_time", "end_time", "run_time_s", "steps_done")
+
+
+class TelemetryDataError(ValueError):
+    """A telemetry row that cannot be used; the message names the row and the field."""
+
+
+def _where(i: int, row: Mapping[str, Any]) -> str:
+    return f"jobs row {i} (job {row.get('job_id', '?')})"
+
+
+def _json_list(where: str, field: str, value: Any) -> list[Any] | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise TelemetryDataError(f"{where}: {field} is not a JSON list ({value!r})") from exc
+    if not isinstance(value, list | tuple):
+        raise TelemetryDataError(f"{where}: {field} must be a list, got {value!r}")
+    return list(value)
+
+
+def _spec_options(where: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = row.get("spec")
+    if isinstance(spec, JobSpec):
+        return spec.options
+    raw = row.get("spec_json")
+    if isinstance(raw, str):
+        try:
+            return dict(json.loads(raw).get("options") or {})
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise TelemetryDataError(f"{where}: spec_json is not a JSON object") from exc
+    return {}
+
+
+def validate_jobs(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """Check every row (as `TelemetryStore.list_jobs()` or `table('jobs')` returns them).
+
+    Returns a frame in submit order with JSON lists decoded, kind options flattened and the
+    targets added (`step_time_s`, `throughput_sps`); raises `TelemetryDataError` naming the first
+    bad row: a missing required field (truncated row), NaN/infinite or negative numbers, an
+    unknown kind or model, times out of order, or a SUCCEEDED row without its outcomes. Rows as
+    dicts use None for "unknown" and NaN is an error; in a DataFrame NaN in an optional column
+    is read as unknown (that is how pandas holds SQL NULLs).
+    """
+    nan_is_missing = isinstance(rows, pd.DataFrame)
+    records = rows.to_dict("records") if nan_is_missing else list(rows)
+    clean: list[dict[str, Any]] = []
+    for i, raw in enumerate(records):
+        if not isinstance(raw, Mapping):
+            raise TelemetryDataError(f"jobs row {i}: expected a mapping, got {type(raw).__name__}")
+        row = dict(raw)
+        where = _where(i, row)
+        for field in _REQUIRED:
+            value = row.get(field)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                raise TelemetryDataError(f"{where}: {field} is missing (truncated row?)")
+        for field, non_negative in _NUMERIC.items():
+            value = row.get(field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                raise TelemetryDataError(f"{where}: {field} must be a number, got {value!r}")
+            value = float(value)
+            if math.isnan(value):
+                if field in _REQUIRED or not nan_is_missing:
+                    raise TelemetryDataError(f"{where}: {field} is NaN")
+                row[field] = None  # in a DataFrame, NaN is how pandas spells SQL NULL
+                continue
+            if math.isinf(value):
+                raise TelemetryDataError(f"{where}: {field} is {value}")
+            if non_negative and value < 0:
+                raise TelemetryDataError(f"{where}: {field} is negative ({value})")
+        if row["kind"] not in KINDS:
+            raise TelemetryDataError(f"{where}: unknown kind {row['kind']!r}")
+        if row["model"] not in MODELS:
+            raise TelemetryDataError(f"{where}: unknown model {row['model']!r}")
+        for field in ("num_workers", "steps", "batch_size", "cpus_per_worker"):
+            if float(row[field]) <= 0:
+                raise TelemetryDataError(f"{where}: {field} must be positive ({row[field]})")
+        for field in ("node_ids", "node_cpus", "node_speeds"):
+            row[field] = _json_list(where, field, row.get(field))
+        for field in ("node_cpus", "node_speeds"):
+            for v in row[field] or ():
+                if not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                    raise TelemetryDataError(f"{where}: {field} holds {v!r}, not a positive number")
+        if row["state"] == "SUCCEEDED":
+            for field in _OUTCOMES:
+                if row.get(field) is None:
+                    raise TelemetryDataError(f"{where}: SUCCEEDED but {field} is missing")
+        start, end = row.get("start_time"), row.get("end_time")
+        if start is not None and end is not None and end < start:
+            raise TelemetryDataError(f"{where}: end_time {end} is before start_time {start}")
+        options = _spec_options(where, row)
+        for opt in ("stages", "micro_batches", "num_servers", "num_trials"):
+            v = options.get(opt)
+            row[f"opt_{opt}"] = float(v) if isinstance(v, int | float) else math.nan
+        row["step_time_s"] = _step_time(row)
+        row["throughput_sps"] = (
+            row["batch_size"] / row["step_time_s"] if row["step_time_s"] else math.nan
+        )
+        clean.append(row)
+    columns = sorted({k for r in clean for k in r} | _COLUMNS)
+    frame = pd.DataFrame(clean, columns=columns)
+    if len(frame):
+        frame = frame.sort_values(["submit_time", "job_id"], kind="stable").reset_index(drop=True)
+    return frame
+
+
+def _step_time(row: Mapping[str, Any]) -> float:
+    """Seconds per step: ``1 / steps_per_s`` where recorded, else run time over steps done."""
+    sps = row.get("steps_per_s")
+    if sps:
+        return 1.0 / float(sps)
+    done, run = row.get("steps_done"), row.get("run_time_s")
+    if done and run is not None and done > 0:
+        return float(run) / float(done)
+    return math.nan
+
+
+def training_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The SUCCEEDED jobs with a usable step time, in submit order: the training set."""
+    ok = (frame["state"] == "SUCCEEDED") & frame["step_time_s"].notna()
+    ok &= frame["step_time_s"] > 0
+    return frame[ok].reset_index(drop=True)
+
+
+class History:
+    """Outcomes of finished jobs per user / model / kind, queryable "as of" any time.
+
+    Built once from finished jobs; `query(group, keys, times)` only counts jobs whose
+    ``end_time`` is strictly before each time, so a row's history never holds its own or a
+    later job's outcome.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        done = frame[frame["end_time"].notna() & frame["step_time_s"].notna()]
+        done = done[done["step_time_s"] > 0]
+        self.groups: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        for group in HISTORY_GROUPS:
+            per_key: dict[str, dict[str, np.ndarray]] = {}
+            for key, g in done.groupby(group, sort=False):
+                g = g.sort_values("end_time", kind="stable")
+                step = np.log(g["step_time_s"].to_numpy(float))
+                run = np.log1p(g["run_time_s"].fillna(0.0).to_numpy(float))
+                per_key[str(key)] = {
+                    "end": g["end_time"].to_numpy(float),
+                    "step": step,
+                    "step_cum": np.concatenate([[0.0], np.cumsum(step)]),
+                    "run_cum": np.concatenate([[0.0], np.cumsum(run)]),
+                }
+            self.groups[group] = per_key
+
+    def query(self, group: str, keys: Sequence[str], times: np.ndarray) -> np.ndarray:
+        """Columns (n, step_mean, step_last, run_mean) for each (key, time), NaN where none."""
+        out = np.full((len(keys), 4), np.nan)
+        out[:, 0] = 0.0
+        keys_arr = np.asarray([str(k) for k in keys], dtype=object)
+        times = np.asarray(times, dtype=float)
+        for key in set(keys_arr.tolist()):
+            arrays = self.groups[group].get(key)
+            if arrays is None:
+                continue
+            rows = np.flatnonzero(keys_arr == key)
+            n = np.searchsorted(arrays["end"], times[rows], side="left")  # end < time
+            has = n > 0
+            lo = np.maximum(n - HISTORY_RECENT, 0)
+            k = np.maximum(n - lo, 1)
+            out[rows, 0] = np.log1p(np.minimum(n, 100))
+            step_mean = (arrays["step_cum"][n] - arrays["step_cum"][lo]) / k
+            run_mean = (arrays["run_cum"][n] - arrays["run_cum"][lo]) / k
+            last = arrays["step"][np.maximum(n - 1, 0)]
+            out[rows, 1] = np.where(has, step_mean, np.nan)
+            out[rows, 2] = np.where(has, last, np.nan)
+            out[rows, 3] = np.where(has, run_mean, np.nan)
+        return out
+
+    def features(self, frame: pd.DataFrame, times: np.ndarray) -> np.ndarray:
+        """All history columns (in `HISTORY_FEATURES` order) for `frame`'s rows at `times`."""
+        parts = [self.query(g, frame[g].astype(str).tolist(), times) for g in HISTORY_GROUPS]
+        return np.hstack(parts)
+
+
+def _code(values: Iterable[str], vocabulary: Sequence[str]) -> np.ndarray:
+    lookup = {v: float(i) for i, v in enumerate(vocabulary)}
+    return np.array([lookup.get(v, np.nan) for v in values], dtype=float)
+
+
+def _time_features(times: np.ndarray) -> np.ndarray:
+    t = np.asarray(times, dtype=float)
+    hour = (t % 86400.0) / 3600.0
+    weekday = (np.floor(t / 86400.0) + 3) % 7  # 1970-01-01 was a Thursday
+    return np.column_stack([hour, weekday])
+
+
+def _node_sample_features(
+    frame: pd.DataFrame, node_samples: pd.DataFrame | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean load and smallest free memory of each job's nodes, latest sample at or before start."""
+    load = np.full(len(frame), np.nan)
+    mem = np.full(len(frame), np.nan)
+    if node_samples is None or len(node_samples) == 0:
+        return load, mem
+    by_node = {
+        str(k): g.sort_values("time", kind="stable") for k, g in node_samples.groupby("node_id")
+    }
+    for i, (nodes, start) in enumerate(zip(frame["node_ids"], frame["start_time"], strict=True)):
+        if not nodes or start is None or (isinstance(start, float) and math.isnan(start)):
+            continue
+        loads, mems = [], []
+        for node in set(nodes):
+            g = by_node.get(str(node))
+            if g is None:
+                continue
+            j = int(np.searchsorted(g["time"].to_numpy(float), float(start), side="right")) - 1
+            if j >= 0:
+                loads.append(float(g["load"].iloc[j]))
+                mems.append(float(g["memory_free_mb"].iloc[j]))
+        if loads:
+            load[i], mem[i] = float(np.mean(loads)), float(np.min(mems))
+    return load, mem
+
+
+def _list_stat(values: Iterable[Any], fn: Any) -> float:
+    vals = list(values) if values is not None else []
+    return float(fn(vals)) if vals else math.nan
+
+
+def spec_matrix(frame: pd.DataFrame, param_counts: Mapping[str, float]) -> np.ndarray:
+    """`SPEC_FEATURES` columns for validated job rows."""
+    params = frame["param_count"] if "param_count" in frame else pd.Series(np.nan, frame.index)
+    params = params.astype(float).fillna(frame["model"].map(param_counts)).to_numpy(float)
+    workers = frame["num_workers"].to_numpy(float)
+    cpw = frame["cpus_per_worker"].to_numpy(float)
+    return np.column_stack([
+        _code(frame["kind"], KINDS),
+        _code(frame["model"], MODELS),
+        np.log(np.maximum(params, 1.0)),
+        np.log(frame["batch_size"].to_numpy(float)),
+        np.log(frame["steps"].to_numpy(float)),
+        workers,
+        cpw,
+        np.log(workers * cpw),
+        *(frame.get(f"opt_{o}", pd.Series(np.nan, frame.index)).to_numpy(float)
+          for o in ("stages", "micro_batches", "num_servers", "num_trials")),
+    ])
+
+
+def build_features(
+    frame: pd.DataFrame,
+    *,
+    history: History | None = None,
+    param_counts: Mapping[str, float] | None = None,
+    node_samples: pd.DataFrame | None = None,
+) -> np.ndarray:
+    """Feature matrix (columns `FEATURES`) for validated rows, history as of each submit time.
+
+    `history` defaults to one built from `frame` itself; either way each row only sees jobs that
+    finished before it was submitted.
+    """
+    history = history if history is not None else History(frame)
+    param_counts = param_counts if param_counts is not None else model_param_counts(frame)
+    n = len(frame)
+    nodes = np.full((n, len(NODE_FEATURES)), np.nan)
+    for i, (ids, cpus, speeds) in enumerate(
+        zip(frame["node_ids"], frame["node_cpus"], frame["node_speeds"], strict=True)
+    ):
+        nodes[i, 0] = float(len(set(ids))) if ids else math.nan
+        nodes[i, 1] = _list_stat(speeds, min)
+        nodes[i, 2] = _list_stat(speeds, np.mean)
+        nodes[i, 3] = _list_stat(cpus, min)
+    nodes[:, 4], nodes[:, 5] = _node_sample_features(frame, node_samples)
+    nodes[:, 6] = _float_column(frame, "cluster_load_at_start")
+    nodes[:, 7] = np.log1p(_float_column(frame, "free_cpus_at_start"))
+    submit = frame["submit_time"].to_numpy(float)
+    return np.hstack([
+        spec_matrix(frame, param_counts),
+        nodes,
+        history.features(frame, submit),
+        _time_features(submit),
+    ])
+
+
+def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(float)
+
+
+def model_param_counts(frame: pd.DataFrame) -> dict[str, float]:
+    """Median recorded parameter count per model name (models without one are left out)."""
+    if "param_count" not in frame or not len(frame):
+        return {}
+    known = frame[frame["param_count"].notna()]
+    return {str(k): float(v) for k, v in known.groupby("model")["param_count"].median().items()}
+
+
+def job_frame(jobs: Sequence[JobView], param_counts: Mapping[str, float]) -> pd.DataFrame:
+    """A minimal validated-style frame for jobs seen at decision time (no outcomes)."""
+    specs = [j.spec for j in jobs]
+    data: dict[str, Any] = {
+        "job_id": [j.job_id for j in jobs],
+        "user": [s.user for s in specs],
+        "kind": [s.kind for s in specs],
+        "model": [s.model for s in specs],
+        "num_workers": [s.num_workers for s in specs],
+        "cpus_per_worker": [s.cpus_per_worker for s in specs],
+        "steps": [s.steps for s in specs],
+        "batch_size": [s.batch_size for s in specs],
+        "param_count": [param_counts.get(s.model, math.nan) for s in specs],
+        "submit_time": [j.submit_time for j in jobs],
+    }
+    for opt in ("stages", "micro_batches", "num_servers", "num_trials"):
+        data[f"opt_{opt}"] = [
+            float(s.options[opt]) if isinstance(s.options.get(opt), int | float) else math.nan
+            for s in specs
+        ]
+    return pd.DataFrame(data)
+
+
+def job_matrix(
+    jobs: Sequence[JobView], history: History, param_counts: Mapping[str, float], now: float
+) -> np.ndarray:
+    """Spec, history (as of `now`) and time columns for jobs; node columns left NaN."""
+    frame = job_frame(jobs, param_counts)
+    out = np.full((len(jobs), len(FEATURES)), np.nan)
+    ns, nn, nh = len(SPEC_FEATURES), len(NODE_FEATURES), len(HISTORY_FEATURES)
+    out[:, :ns] = spec_matrix(frame, param_counts)
+    out[:, ns + nn : ns + nn + nh] = history.features(frame, np.full(len(jobs), now))
+    out[:, ns + nn + nh :] = _time_features(frame["submit_time"].to_numpy(float))
+    return out
+
+
+def cluster_features(cluster: ClusterView) -> tuple[float, float]:
+    """(mean load of alive nodes, log1p of free CPUs over the cluster), as stored at start."""
+    alive = [n for n in cluster.nodes if n.alive]
+    if not alive:
+        return math.nan, 0.0
+    load = sum(n.load for n in alive) / len(alive)
+    return load, math.log1p(sum(max(n.cpus_free, 0.0) for n in alive))
+
+
+def node_block(nodes: Sequence[NodeView]) -> list[float]:
+    """The first six `NODE_FEATURES` for one candidate placement (one node per worker)."""
+    if not nodes:
+        return [math.nan] * 6
+    distinct = {n.node_id: n for n in nodes}.values()
+    speeds = [n.speed for n in nodes]
+    return [
+        float(len(distinct)),
+        min(speeds),
+        sum(speeds) / len(speeds),
+        min(n.cpus_total for n in nodes),
+        sum(n.load for n in distinct) / len(distinct),
+        min(n.memory_free_mb for n in distinct) if any(n.memory_free_mb for n in distinct)
+        else math.nan,
+    ]
+
+
+def feature_index(name: str) -> int:
+    """Column of feature `name` in `FEATURES`."""
+    return _INDEX[name]
