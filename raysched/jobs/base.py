@@ -50,13 +50,19 @@ class JobContext:
     checkpoint_dir: str  # survives a relaunch on other nodes (shared storage)
     sink: StepSink | None = None
     report_every: int = 1
+    # Emulated interference (a "noisy neighbour"): file <dir>/<node_id> holds a slowdown factor.
+    interference_dir: str = ""
 
     @property
     def checkpoint_path(self) -> Path:
         return Path(self.checkpoint_dir)
 
     def speed_of(self, node_id: str) -> float:
-        return float(self.node_speeds.get(node_id, 1.0))
+        """Emulated speed of a node now: its label speed, divided by any injected slowdown."""
+        speed = float(self.node_speeds.get(node_id, 1.0))
+        if self.interference_dir:
+            speed /= read_slowdown(self.interference_dir, node_id)
+        return speed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,6 +76,15 @@ class JobOutcome:
 
 
 JobFunction = Callable[[JobSpec, JobContext], JobOutcome]
+
+
+def read_slowdown(directory: str, node_id: str) -> float:
+    """The slowdown factor injected on `node_id` (1.0 when none); see platform/interference.py."""
+    try:
+        value = float(Path(directory, node_id).read_text().strip() or 1.0)
+    except (OSError, ValueError):
+        return 1.0
+    return value if value >= 1.0 else 1.0
 
 
 def peak_rss_mb() -> float:

@@ -44,7 +44,6 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     train_ctx = ray.train.get_context()
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
     node_id = current_node_id()
-    speed = ctx.speed_of(node_id)
     torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
 
     model = build_model(spec.model, spec.seed)
@@ -80,7 +79,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         (loss * (hi - lo) * world / spec.batch_size).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        elapsed = stretch_for_speed(time.perf_counter() - began, speed)
+        elapsed = stretch_for_speed(time.perf_counter() - began, ctx.speed_of(node_id))
         global_loss = loss.detach() * (hi - lo) / spec.batch_size
         dist.all_reduce(global_loss)
         loss_value = float(global_loss)

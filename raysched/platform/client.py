@@ -112,6 +112,10 @@ class Client:
     def set_priority(self, job_id: str, priority: int) -> None:
         _call(self._ctl.set_priority, job_id=job_id, priority=priority)
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """Nodes as the controller's policy sees them (speed, free CPUs, degraded)."""
+        return _call(self._ctl.nodes)
+
     def explain(self, job_id: str) -> dict[str, Any]:
         return _call(self._ctl.explain, job_id=job_id)
 

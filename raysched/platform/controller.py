@@ -24,9 +24,12 @@ import ray
 from raysched.jobs.base import JobContext, JobOutcome, StepRecord
 from raysched.platform import launcher
 from raysched.platform.cluster_view import observe_cluster
+from raysched.platform.interference import interference_dir
+from raysched.platform.metrics import ControllerMetrics
 from raysched.platform.telemetry import TelemetryError, TelemetryStore, UnknownJob
-from raysched.schedulers.decisions import Placement
-from raysched.schedulers.policies.registry import make_policy
+from raysched.schedulers.decisions import Placement, RebalanceDecision
+from raysched.schedulers.policies.base import SchedulingPolicy
+from raysched.schedulers.policies.registry import make_policy, needs_cost_model
 from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView
 
@@ -55,9 +58,11 @@ class ControllerConfig:
 
     store_path: Path
     storage_dir: Path
-    policy: str = "least_loaded"
+    policy: str | SchedulingPolicy = "least_loaded"  # a name, or a built policy (benchmarks)
     round_interval_s: float = 1.0
     report_every: int = 5
+    retrain_every: int = 10  # finished jobs between cost-model versions
+    node_sample_every_s: float = 5.0
 
 
 class Controller:
@@ -66,8 +71,19 @@ class Controller:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self.store = TelemetryStore(config.store_path)
-        self.policy = make_policy(config.policy)
+        self.metrics = ControllerMetrics()
+        self._registry = None
+        self.cost_model = None
+        if isinstance(config.policy, SchedulingPolicy):
+            self.policy = config.policy
+        else:
+            if needs_cost_model(config.policy):
+                self.cost_model = self._load_cost_model()
+            self.policy = make_policy(config.policy, self.cost_model)
         self._runs: dict[str, _Run] = {}
+        self._degraded: set[str] = set()
+        self._last_sample = 0.0
+        self._retraining = threading.Lock()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -75,6 +91,48 @@ class Controller:
         self._recover()
         self._thread = threading.Thread(target=self._loop, name="raysched-rounds", daemon=True)
         self._thread.start()
+        self._watcher = threading.Thread(target=self._watch_finishes, name="raysched-finishes",
+                                         daemon=True)
+        self._watcher.start()
+
+    # -- the cost model ------------------------------------------------------------------------
+
+    def _load_cost_model(self) -> Any:
+        """The promoted cost model, else one fitted now on what the store holds (cold start)."""
+        from raysched.platform.model_registry import ModelRegistry
+        from raysched.schedulers.predictor.cost_model import CostModel
+
+        self._registry = ModelRegistry(self.store, retrain_every=self.config.retrain_every)
+        model = self._registry.load_promoted()
+        if model is None:
+            model = CostModel().fit(self._registry.finished_jobs())
+        log.info("cost model: %s", model.source)
+        return model
+
+    def _maybe_retrain(self) -> None:
+        """Train a new version when due (in the background) and use it if it was promoted."""
+        if self._registry is None or not self._retraining.acquire(blocking=False):
+            return
+
+        def work() -> None:
+            try:
+                result = self._registry.maybe_retrain()
+                if result is not None and result.promoted:
+                    model = self._registry.load_version(result.version)
+                    with self._lock:
+                        self.cost_model = model
+                        for part in (self.policy.ordering, self.policy.placement,
+                                     self.policy.rebalancing):
+                            if hasattr(part, "cost_model"):
+                                part.cost_model = model
+                    log.info("cost model version %d promoted (%d rows)", result.version,
+                             result.n_rows)
+            except Exception:  # noqa: BLE001 - keep scheduling with the old model
+                log.error("retraining failed:\n%s", traceback.format_exc())
+            finally:
+                self._retraining.release()
+
+        threading.Thread(target=work, name="raysched-retrain", daemon=True).start()
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -131,6 +189,11 @@ class Controller:
             if r["run_time_s"] is None and r["start_time"] is not None:
                 r["run_time_s"] = now - r["start_time"]
         return rows
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster as the policy sees it now (speeds, free CPUs, degraded flags)."""
+        with self._lock:
+            return [dataclasses.asdict(n) for n in self._observe().nodes]
 
     def explain(self, job_id: str) -> dict[str, Any]:
         return {"job": self.status(job_id)[0], "decisions": self.store.decisions(job_id),
@@ -194,9 +257,25 @@ class Controller:
             except Exception:  # noqa: BLE001 - a bad round must not kill the controller
                 log.error("round failed:\n%s", traceback.format_exc())
 
+    def _watch_finishes(self) -> None:
+        """Wake a round as soon as any run ends (the finish event)."""
+        while not self._stopped.is_set():
+            with self._lock:
+                refs = [run.ref for run in self._runs.values()]
+            if not refs:
+                time.sleep(0.2)
+                continue
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0.5)
+            if ready:
+                self._wake.set()
+                time.sleep(0.1)
+
     def run_round(self) -> None:
         with self._lock:
             self._reap()
+            view = self._observe()
+            self._sample_nodes(view)
+            self._apply_rebalance(self.policy.rebalancing.rebalance(view))
             view = self._observe()
             order = self.policy.ordering.order(view.queued, view)
             for job in order:
@@ -207,6 +286,41 @@ class Controller:
                     continue
                 self._launch(job, placement, view)
                 view = self._observe()
+            self.metrics.round(len(view.queued), len(self._runs),
+                               [(n.node_id, n.load) for n in view.nodes])
+
+    def _sample_nodes(self, view: ClusterView) -> None:
+        if view.time - self._last_sample < self.config.node_sample_every_s:
+            return
+        self._last_sample = view.time
+        self.store.add_node_samples([
+            {"time": view.time, "node_id": n.node_id, "cpus_total": n.cpus_total,
+             "cpus_free": n.cpus_free, "load": n.load, "memory_free_mb": n.memory_free_mb,
+             "speed": n.speed} for n in view.nodes
+        ])
+
+    def _apply_rebalance(self, decision: RebalanceDecision) -> None:
+        policy = self.policy.name
+        for flag in decision.node_flags:
+            if flag.degraded == (flag.node_id in self._degraded):
+                continue
+            (self._degraded.add if flag.degraded else self._degraded.discard)(flag.node_id)
+            self.store.add_decision(job_id="-", action="drain" if flag.degraded else "undrain",
+                                    policy=policy, node_ids=[flag.node_id], reason=flag.reason)
+            self.metrics.decision(policy, "drain" if flag.degraded else "undrain")
+            log.info("node %s %s: %s", flag.node_id[:8],
+                     "drained" if flag.degraded else "back in service", flag.reason)
+        for m in decision.migrations:
+            run = self._runs.get(m.job_id)
+            if run is None or self.store.get_job(m.job_id)["stop_requested"]:
+                continue
+            self.store.update_job(m.job_id, stop_requested=1)
+            self.store.add_decision(
+                job_id=m.job_id, action="migrate", policy=policy, node_ids=m.to_node_ids,
+                reason=f"{m.reason} (predicted gain {m.predicted_gain_s:.1f} s)",
+            )
+            self.metrics.decision(policy, "migrate")
+            log.info("migrating %s off %s: %s", m.job_id, m.from_node_ids, m.reason)
 
     def _job_views(self) -> list[JobView]:
         views = []
@@ -227,13 +341,17 @@ class Controller:
         for run in self._runs.values():
             for node in run.node_ids or tuple(run.observed_nodes):
                 allocated[node] = allocated.get(node, 0.0) + run.cpus_per_worker
-        return observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views())
+        return observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views(),
+                               degraded=frozenset(self._degraded))
 
     def _launch(self, job: JobView, placement: Placement, view: ClusterView) -> None:
         row = self.store.get_job(job.job_id)
         now = time.time()
         attempt = row["attempts"] + 1
         nodes = {n.node_id: n for n in view.nodes}
+        self.metrics.decision(placement.policy, "place")
+        if placement.predicted_duration_s is not None:
+            self.metrics.predicted_duration.observe(placement.predicted_duration_s)
         self.store.add_decision(
             job_id=job.job_id, action="place", policy=placement.policy,
             node_ids=placement.node_ids, reason=placement.reason,
@@ -243,8 +361,7 @@ class Controller:
             "node_ids": list(placement.node_ids),
             "node_cpus": [nodes[n].cpus_total for n in placement.node_ids],
             "node_speeds": [nodes[n].speed for n in placement.node_ids],
-            "cluster_load_at_start": sum(n.cpus_total - n.cpus_free for n in view.nodes)
-            / max(sum(n.cpus_total for n in view.nodes), 1e-9),
+            "cluster_load_at_start": statistics.fmean([n.load for n in view.nodes] or [0.0]),
             "free_cpus_at_start": sum(n.cpus_free for n in view.nodes),
             "policy": placement.policy,
             "attempts": attempt,
@@ -264,6 +381,7 @@ class Controller:
             checkpoint_dir=str(self.config.storage_dir / "checkpoints" / job.job_id),
             sink=launcher.ControllerSink(),
             report_every=self.config.report_every,
+            interference_dir=str(interference_dir(self.config.storage_dir)),
         )
         ref = launcher.launch(job.spec, ctx, runner_node_id=self._node_id)
         self._runs[job.job_id] = _Run(ref=ref, attempt=attempt, node_ids=placement.node_ids,
@@ -310,6 +428,12 @@ class Controller:
                       steps_per_s=outcome.steps_done / max(fields["run_time_s"], 1e-9))
         self.store.transition(job_id, JobState.SUCCEEDED, "completed", **fields)
         log.info("%s succeeded (loss %.4f)", job_id, outcome.final_loss)
+        self._finished(job_id, JobState.SUCCEEDED)
+
+    def _finished(self, job_id: str, state: JobState) -> None:
+        row = self.store.get_job(job_id)
+        self.metrics.job_finished(state.value, row["run_time_s"], row["predicted_duration_s"])
+        self._maybe_retrain()
 
     def _finish_failed(self, job_id: str, run: _Run, exc: BaseException) -> None:
         self._move_to_running(job_id)
@@ -317,6 +441,7 @@ class Controller:
         fields["error"] = _short_error(exc)
         self.store.transition(job_id, JobState.FAILED, "the job raised", **fields)
         log.warning("%s failed: %s", job_id, fields["error"])
+        self._finished(job_id, JobState.FAILED)
 
     def _requeue(self, job_id: str, outcome: JobOutcome) -> None:
         self._move_to_running(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from raysched.schedulers.policies.base import AdmitAll, FifoOrder, SchedulingPolicy
 from raysched.schedulers.policies.heuristic_placement import (
@@ -13,16 +14,27 @@ from raysched.schedulers.policies.heuristic_placement import (
     SpreadPlacement,
 )
 
+PolicyFactory = Callable[[Any], SchedulingPolicy]  # takes the cost model (baselines ignore it)
 
-def _fifo_with(placement: object, name: str) -> Callable[[], SchedulingPolicy]:
-    def build() -> SchedulingPolicy:
+
+def _fifo_with(placement: object, name: str) -> PolicyFactory:
+    def build(cost_model: Any = None) -> SchedulingPolicy:
         return SchedulingPolicy(name=name, admission=AdmitAll(), ordering=FifoOrder(),
                                 placement=placement() if callable(placement) else placement)
 
     return build
 
 
-POLICIES: dict[str, Callable[[], SchedulingPolicy]] = {
+def _learned(cost_model: Any) -> SchedulingPolicy:
+    from raysched.schedulers.policies.learned import build_learned
+
+    if cost_model is None:
+        raise ValueError("the learned policy needs a cost model")
+    return build_learned(cost_model)
+
+
+POLICIES: dict[str, PolicyFactory] = {
+    "learned": _learned,
     "least_loaded": _fifo_with(LeastLoadedPlacement, "least_loaded"),
     "fifo_least_loaded": _fifo_with(LeastLoadedPlacement, "fifo_least_loaded"),
     "fifo_ray_default": _fifo_with(RayDefaultPlacement, "fifo_ray_default"),
@@ -32,12 +44,16 @@ POLICIES: dict[str, Callable[[], SchedulingPolicy]] = {
 }
 
 
-def register_policy(name: str, factory: Callable[[], SchedulingPolicy]) -> None:
+def register_policy(name: str, factory: PolicyFactory) -> None:
     """Make a policy available by name (used by the learned and oracle policies)."""
     POLICIES[name] = factory
 
 
-def make_policy(name: str) -> SchedulingPolicy:
+def needs_cost_model(name: str) -> bool:
+    return name == "learned"
+
+
+def make_policy(name: str, cost_model: Any = None) -> SchedulingPolicy:
     """Build the policy called `name`; a clear error lists the known names."""
     try:
         factory = POLICIES[name]
@@ -45,4 +61,4 @@ def make_policy(name: str) -> SchedulingPolicy:
         raise ValueError(
             f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))}"
         ) from None
-    return factory()
+    return factory(cost_model)

@@ -1,0 +1,254 @@
+"""Live benchmark: the same seeded workload under each policy on a local emulated 4-node cluster.
+
+    .venv/bin/python benchmarks/live.py [--jobs 22] [--warmup-jobs 12] [--policies ...]
+
+One local cluster (4 worker nodes with different CPU counts and emulated speeds) serves every
+run. First a warm-up workload runs under the least-loaded policy; the cost model is trained on
+its telemetry only (never on the evaluation workload). Then, for each policy, a fresh controller
+with a fresh telemetry store runs the evaluation workload: staggered seeded arrivals of jobs of
+every kind, and one node slowed 4x part-way through (an emulated noisy neighbour). It prints avg
+and p95 JCT, makespan, queue time and migrations, and writes benchmarks/results/live.json and a
+plot. All speeds are emulated (speed labels and injected slowdowns), not hardware figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POLICIES = ("fifo_ray_default", "fifo_least_loaded", "random", "learned", "oracle")
+
+# Job templates: kinds and sizes differ so that durations differ by an order of magnitude.
+TEMPLATES: tuple[dict[str, Any], ...] = (
+    {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 60, "batch_size": 64},
+    {"kind": "data_parallel", "model": "cnn", "num_workers": 2, "steps": 120, "batch_size": 128},
+    {"kind": "data_parallel", "model": "mlp", "num_workers": 1, "steps": 300, "batch_size": 512},
+    {"kind": "pipeline_parallel", "model": "mlp", "num_workers": 2, "steps": 200,
+     "batch_size": 512, "options": {"stages": 2, "micro_batches": 4}},
+    {"kind": "parameter_server", "model": "mlp", "num_workers": 2, "steps": 150,
+     "batch_size": 512, "options": {"num_servers": 1, "mode": "sync"}},
+    {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 300, "batch_size": 64},
+)
+
+
+def workload(n: int, seed: int, mean_gap_s: float) -> list[tuple[float, dict[str, Any]]]:
+    """(arrival offset, spec) pairs: seeded template choice and exponential inter-arrivals."""
+    rng = random.Random(seed)
+    t, out = 0.0, []
+    for i in range(n):
+        template = rng.choice(TEMPLATES)
+        spec = {"name": f"w{seed}-{i:02d}-{template['kind'][:4]}", "cpus_per_worker": 1,
+                "learning_rate": 0.05, "user": rng.choice(["ann", "bo", "cy"]),
+                "priority": rng.choice([0, 0, 0, 1]), "seed": i, "checkpoint_every": 10,
+                **template}
+        out.append((t, spec))
+        t += rng.expovariate(1.0 / mean_gap_s)
+    return out
+
+
+def run_workload(client: Any, jobs: list[tuple[float, dict[str, Any]]], *, slow: Any = None,
+                 timeout_s: float = 3600) -> list[str]:
+    """Submit at the arrival offsets, call `slow(elapsed)` each second, wait for all to end."""
+    began = time.monotonic()
+    ids: list[str] = []
+    pending = list(jobs)
+    while pending:
+        now = time.monotonic() - began
+        while pending and pending[0][0] <= now:
+            ids.append(client.submit(pending.pop(0)[1], source="benchmark"))
+        if slow:
+            slow(now)
+        time.sleep(0.5)
+    while True:
+        rows = {r["job_id"]: r for r in client.status()}
+        if all(rows[j]["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") for j in ids):
+            return ids
+        if slow:
+            slow(time.monotonic() - began)
+        if time.monotonic() - began > timeout_s:
+            raise TimeoutError("the workload did not finish")
+        time.sleep(1.0)
+
+
+def summarise(store_path: Path, ids: list[str]) -> dict[str, float]:
+    from raysched.platform.telemetry import TelemetryStore
+
+    store = TelemetryStore(store_path)
+    rows = [store.get_job(j) for j in ids]
+    jct = sorted(r["end_time"] - r["submit_time"] for r in rows)
+    return {
+        "avg_jct_s": statistics.fmean(jct),
+        "p95_jct_s": jct[min(len(jct) - 1, int(round(0.95 * (len(jct) - 1))))],
+        "makespan_s": max(r["end_time"] for r in rows) - min(r["submit_time"] for r in rows),
+        "avg_queue_s": statistics.fmean(r["queue_time_s"] or 0.0 for r in rows),
+        "migrations": sum(r["migrations"] for r in rows),
+        "failed": sum(r["state"] != "SUCCEEDED" for r in rows),
+        "jobs": len(rows),
+    }
+
+
+def true_step_profile(store_path: Path) -> dict[str, float]:
+    """Per job template: median step time at speed 1.0, measured in the warm-up (the oracle)."""
+    from raysched.platform.telemetry import TelemetryStore
+
+    store = TelemetryStore(store_path)
+    by_key: dict[str, list[float]] = {}
+    for row in store.list_jobs():
+        if row["state"] != "SUCCEEDED" or not row["node_speeds"]:
+            continue
+        speed = min(row["node_speeds"])
+        times = [s["step_time_s"] for s in store.steps(row["job_id"])]
+        if times:
+            by_key.setdefault(template_key(row["spec"]), []).append(
+                statistics.median(times) * speed)
+    return {k: statistics.median(v) for k, v in by_key.items()}
+
+
+def template_key(spec: Any) -> str:
+    return f"{spec.kind}/{spec.model}/{spec.num_workers}/{spec.batch_size}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=22)
+    parser.add_argument("--warmup-jobs", type=int, default=12)
+    parser.add_argument("--mean-gap", type=float, default=6.0, help="mean seconds between jobs")
+    parser.add_argument("--slow-at", type=float, default=60.0, help="seconds into each run")
+    parser.add_argument("--slow-factor", type=float, default=4.0)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=RESULTS / "live.json")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    from raysched.platform import interference
+    from raysched.platform.client import CONTROLLER_NAME, NAMESPACE, Client, start_controller
+    from raysched.platform.local_cluster import LocalCluster, LocalClusterConfig, default_nodes
+    from raysched.platform.model_registry import ModelRegistry
+    from raysched.platform.telemetry import TelemetryStore
+
+    state = Path(tempfile.mkdtemp(prefix="raysched-live-"))
+    config = LocalClusterConfig(nodes=default_nodes(4), state_dir=state, dashboard_port=0,
+                                start_controller=False)
+    results: dict[str, Any] = {"policies": {}, "setup": {
+        "nodes": [dataclasses.asdict(n) for n in config.nodes], "jobs": args.jobs,
+        "warmup_jobs": args.warmup_jobs, "mean_gap_s": args.mean_gap, "seed": args.seed,
+        "slow_at_s": args.slow_at, "slow_factor": args.slow_factor,
+        "note": "emulated heterogeneity on one machine (speed labels, injected slowdown)"}}
+    with LocalCluster(config) as cluster:
+        storage = state / "storage"
+        nodes = sorted((n for n in ray.nodes() if n["Resources"].get("CPU")),
+                       key=lambda n: -float(n["Labels"].get("raysched.io/speed", 1)))
+        victim = nodes[0]["NodeID"]  # the fastest node turns slow mid-run
+
+        def controller(policy: Any, store: Path) -> Client:
+            try:
+                ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE), no_restart=True)
+                time.sleep(2)
+            except ValueError:
+                pass
+            start_controller(cluster.address, store_path=store, storage_dir=storage,
+                             policy=policy)
+            return Client(cluster.address)
+
+        warm_store = state / "warmup.db"
+        print(f"warm-up: {args.warmup_jobs} jobs under least_loaded", flush=True)
+        client = controller("least_loaded", warm_store)
+        run_workload(client, workload(args.warmup_jobs, args.seed + 1000, args.mean_gap))
+        registry = ModelRegistry(TelemetryStore(warm_store))
+        trained = registry.train()
+        model = registry.load_version(trained.version)
+        profile = true_step_profile(warm_store)
+        print(f"cost model trained on {trained.n_rows} warm-up jobs ({model.source})", flush=True)
+
+        for name in args.policies.split(","):
+            interference.recover(storage, victim)
+            store = state / f"{name}.db"
+            policy: Any = name
+            if name == "learned":
+                from raysched.schedulers.policies.learned import build_learned
+
+                policy = build_learned(model)
+            elif name == "oracle":
+                from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
+
+                from raysched.platform.interference import TrueSpeeds
+
+                speeds = {n["NodeID"]: float(n["Labels"].get("raysched.io/speed", 1))
+                          for n in ray.nodes() if n["Resources"].get("CPU")}
+                policy = oracle_policy(OracleCostModel(
+                    true_step_time_s=lambda job, p=profile: p.get(template_key(job.spec), 0.05),
+                    true_speed=TrueSpeeds(speeds, str(interference.interference_dir(storage))),
+                    overhead_s=statistics.median(model.overhead_s_.values() or [15.0]),
+                ))
+            print(f"policy {name}: {args.jobs} jobs", flush=True)
+            client = controller(policy, store)
+            slowed = False
+
+            def slow(elapsed: float) -> None:
+                nonlocal slowed
+                if not slowed and elapsed >= args.slow_at:
+                    interference.slow_down(storage, victim, args.slow_factor)
+                    slowed = True
+
+            began = time.monotonic()
+            ids = run_workload(client, workload(args.jobs, args.seed, args.mean_gap), slow=slow)
+            summary = summarise(store, ids)
+            summary["wall_s"] = time.monotonic() - began
+            results["policies"][name] = summary
+            print("  " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in summary.items()), flush=True)
+        interference.recover(storage, victim)
+
+    print_table(results["policies"])
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2))
+    plot(results["policies"], args.output.with_suffix(".png"))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def print_table(policies: dict[str, dict[str, float]]) -> None:
+    cols = ("avg_jct_s", "p95_jct_s", "makespan_s", "avg_queue_s", "migrations", "failed")
+    print(f"\n{'policy':<18}" + "".join(f"{c:>13}" for c in cols))
+    for name, row in policies.items():
+        print(f"{name:<18}" + "".join(
+            f"{row[c]:>13.1f}" if isinstance(row[c], float) else f"{row[c]:>13}" for c in cols))
+    if "learned" in policies and "fifo_ray_default" in policies:
+        ratio = policies["fifo_ray_default"]["avg_jct_s"] / policies["learned"]["avg_jct_s"]
+        print(f"\nfifo_ray_default / learned avg JCT: {ratio:.2f}x (target >= 1.5x)")
+    if "learned" in policies and "oracle" in policies:
+        gap = policies["learned"]["avg_jct_s"] / policies["oracle"]["avg_jct_s"] - 1
+        print(f"learned vs oracle avg JCT: {gap:+.0%} (target within 15%)")
+
+
+def plot(policies: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(policies)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(names, [policies[n]["avg_jct_s"] for n in names], label="avg JCT")
+    ax.scatter(names, [policies[n]["p95_jct_s"] for n in names], color="k", zorder=3,
+               label="p95 JCT")
+    ax.set_ylabel("seconds (emulated cluster)")
+    ax.set_title("Job completion time per policy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Emulated interference: slow a node mid-run, as a noisy neighbour would (local clusters only).
+
+A file `<storage>/interference/<node_id>` holding a factor f >= 1 makes every training step on that
+node take f times longer (read by `JobContext.speed_of` each step). Removing the file ends it.
+On a real cluster nothing writes these files and nothing is stretched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+
+def interference_dir(storage_dir: str | Path) -> Path:
+    return Path(storage_dir) / "interference"
+
+
+def slow_down(storage_dir: str | Path, node_id: str, factor: float) -> None:
+    """Make `node_id` `factor` times slower from the next step on."""
+    if factor < 1.0:
+        raise ValueError(f"a slowdown factor must be >= 1, got {factor}")
+    directory = interference_dir(storage_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{node_id}.tmp"
+    tmp.write_text(f"{factor}\n")
+    os.replace(tmp, directory / node_id)
+
+
+def recover(storage_dir: str | Path, node_id: str) -> None:
+    """End the injected slowdown on `node_id`."""
+    (interference_dir(storage_dir) / node_id).unlink(missing_ok=True)
+
+
+class TrueSpeeds(Mapping[str, float]):
+    """Each node's true emulated speed now (label / injected slowdown): what an oracle knows."""
+
+    def __init__(self, label_speeds: Mapping[str, float], directory: str) -> None:
+        self._labels = dict(label_speeds)
+        self._dir = directory
+
+    def __getitem__(self, node_id: str) -> float:
+        from raysched.jobs.base import read_slowdown
+
+        return self._labels[node_id] / read_slowdown(self._dir, node_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
