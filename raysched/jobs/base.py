@@ -13,10 +13,6 @@ from typing import Any, Protocol
 from raysched.schedulers.spec import JobSpec
 
 
-class StopRequested(Exception):
-    """Raised inside a job when the controller asked it to checkpoint and stop (migration)."""
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StepRecord:
     """One training step of one worker, as sent to the telemetry store."""
@@ -109,8 +105,8 @@ def stretch_for_speed(elapsed_s: float, speed: float) -> float:
 class StepReporter:
     """Buffers a worker's step records and flushes them to the context's sink.
 
-    `step_done` raises StopRequested once the sink says the job should stop, after the job
-    has had the chance to checkpoint (callers checkpoint before calling `step_done`).
+    Steps are recorded by their 0-based index. Once the sink answers True, `stop_requested`
+    is set: the job checkpoints at its current step and returns `stopped_for_migration`.
     """
 
     def __init__(self, ctx: JobContext, *, rank: int, node_id: str) -> None:

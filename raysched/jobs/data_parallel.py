@@ -69,8 +69,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         dist.barrier()
 
     for step in range(start_step, spec.steps):
-        if fail_at is not None and step + 1 == fail_at:
-            raise RuntimeError(f"injected failure at step {fail_at}")
+        if fail_at is not None and step == fail_at:
+            raise RuntimeError(f"injected failure at step {step}")
         began = time.perf_counter()
         x, y = global_batch(spec.dataset, step, spec.batch_size, spec.seed)
         loss = loss_fn(spec.model, ddp_model(x[lo:hi]), y[lo:hi])
@@ -83,7 +83,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         global_loss = loss.detach() * (hi - lo) / spec.batch_size
         dist.all_reduce(global_loss)
         loss_value = float(global_loss)
-        flushed = reporter.record(step=step + 1, loss=loss_value, step_time_s=elapsed,
+        flushed = reporter.record(step=step, loss=loss_value, step_time_s=elapsed,
                                   samples=hi - lo)
         stop = False
         if flushed:

@@ -1,0 +1,277 @@
+"""Training throughput benchmark: one process, torchrun DDP, Ray Train, pipeline, parameter server.
+
+Run: .venv/bin/python benchmarks/training.py [--steps N] [--repeats R] [--transformer]
+
+Every setup trains the same model (MLP on digits) on the same global batches for `warmup`
+untimed steps and then `steps` timed ones, `repeats` times; samples/s are reported as the
+min and median over repeats. DDP runs use 2 processes of 1 thread each (gloo); the single
+process uses 1 thread. Ray's start-up cost is the time from TorchTrainer.fit() to the first
+train step. The pipeline's bubble is measured per stage as 1 - compute time / wall time
+after the first step, next to GPipe's (S-1)/(M+S-1). Figures are wall-clock on whatever host
+runs this (on a shared 2-core machine they are noisy: rerun before trusting a ratio).
+Prints a table and writes benchmarks/results/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import ddp_loop  # noqa: E402
+
+from raysched.jobs import parameter_server, pipeline_parallel  # noqa: E402
+from raysched.jobs.base import JobContext, StepRecord  # noqa: E402
+from raysched.jobs.data import global_batch  # noqa: E402
+from raysched.jobs.models import build_model  # noqa: E402
+from raysched.jobs.training_loop import make_optimizer, train_step  # noqa: E402
+from raysched.schedulers.spec import JobSpec  # noqa: E402
+
+RESULTS = HERE / "results" / "training.json"
+
+
+@ray.remote(num_cpus=0)
+class RecordStore:
+    """Collects the step records a job's reporters flush (once, at the end of the run)."""
+
+    def __init__(self) -> None:
+        self.records: list[StepRecord] = []
+
+    def add(self, records: list[StepRecord]) -> bool:
+        self.records.extend(records)
+        return False
+
+    def get(self) -> list[StepRecord]:
+        return self.records
+
+
+class StoreSink:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __call__(self, records: list[StepRecord]) -> bool:
+        return ray.get(self.store.add.remote(records))
+
+
+def summarise(rates: list[float]) -> dict[str, Any]:
+    return {
+        "samples_per_s_min": min(rates),
+        "samples_per_s_median": statistics.median(rates),
+        "runs": rates,
+    }
+
+
+def single_process(cfg: dict[str, Any]) -> float:
+    torch.set_num_threads(1)
+    model = build_model(cfg["model"], cfg["seed"])
+    opt = make_optimizer(model.parameters(), cfg["learning_rate"])
+    batches = [
+        global_batch(cfg["dataset"], s, cfg["batch_size"], cfg["seed"])
+        for s in range(cfg["warmup"] + cfg["steps"])
+    ]
+    for x, y in batches[: cfg["warmup"]]:
+        train_step(model, opt, cfg["model"], x, y)
+    t0 = time.perf_counter()
+    for x, y in batches[cfg["warmup"] :]:
+        train_step(model, opt, cfg["model"], x, y)
+    return cfg["steps"] * cfg["batch_size"] / (time.perf_counter() - t0)
+
+
+def torchrun_ddp(cfg: dict[str, Any]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rank0.json"
+        torchrun = Path(sys.executable).parent / "torchrun"
+        cmd = [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            str(HERE / "torchrun_ddp.py"),
+            "--config",
+            json.dumps(cfg),
+            "--out",
+            str(out),
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        result = json.loads(out.read_text())
+    return result["samples"] / result["timed_s"]
+
+
+def ray_train(cfg: dict[str, Any]) -> tuple[float, float]:
+    """(samples/s, seconds from fit() to the first train step)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = TorchTrainer(
+            ddp_loop.ddp_train_loop,
+            train_loop_config=cfg,
+            torch_config=TorchConfig(backend="gloo"),
+            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(storage_path=tmp, name="bench"),
+        )
+        start = time.time()
+        result = trainer.fit()
+    rv = result.return_value
+    return rv["samples"] / rv["timed_s"], rv["first_step_at"] - start
+
+
+def _job_rate(module: Any, spec: JobSpec, rank: int, warmup: int) -> tuple[float, Any]:
+    """Steady-state samples/s of a raysched job from its reporters' record times."""
+    store = RecordStore.remote()
+    ctx = JobContext(
+        job_id=f"bench-{spec.kind}",
+        attempt=0,
+        node_ids=(),
+        node_speeds={},
+        checkpoint_dir=tempfile.mkdtemp(prefix="bench-"),
+        sink=StoreSink(store),
+        report_every=10**9,
+    )
+    outcome = module.run(spec, ctx)
+    times = sorted(
+        r.time for r in ray.get(store.get.remote()) if r.rank == rank and r.step >= warmup - 1
+    )
+    ray.kill(store)
+    return (len(times) - 1) * spec.batch_size / (times[-1] - times[0]), outcome
+
+
+def job_spec(kind: str, cfg: dict[str, Any], **options: Any) -> JobSpec:
+    return JobSpec(
+        name="bench",
+        kind=kind,
+        model=cfg["model"],
+        dataset=cfg["dataset"],
+        num_workers=2,
+        cpus_per_worker=1,
+        steps=cfg["warmup"] + cfg["steps"],
+        batch_size=cfg["batch_size"],
+        learning_rate=cfg["learning_rate"],
+        seed=cfg["seed"],
+        options=options,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--micro-batches", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--transformer",
+        action="store_true",
+        help="also measure the 2-stage pipeline's bubble on the transformer",
+    )
+    args = parser.parse_args()
+    cfg = {
+        "model": "mlp",
+        "dataset": "digits",
+        "batch_size": args.batch_size,
+        "learning_rate": 0.05,
+        "seed": 0,
+        "warmup": args.warmup,
+        "steps": args.steps,
+    }
+
+    rates: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "single_process",
+            "torchrun_ddp_2",
+            "ray_train_2",
+            "pipeline_2stage",
+            "parameter_server_2w",
+        )
+    }
+    startup, bubbles = [], []
+    for _ in range(args.repeats):
+        rates["single_process"].append(single_process(cfg))
+        rates["torchrun_ddp_2"].append(torchrun_ddp(cfg))
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(ddp_loop)
+    try:
+        for _ in range(args.repeats):
+            rate, start_s = ray_train(cfg)
+            rates["ray_train_2"].append(rate)
+            startup.append(start_s)
+            pp = job_spec("pipeline_parallel", cfg, micro_batches=args.micro_batches)
+            rate, out = _job_rate(pipeline_parallel, pp, rank=1, warmup=args.warmup)
+            rates["pipeline_2stage"].append(rate)
+            bubbles.append(out.extra["bubble"])
+            ps = job_spec("parameter_server", cfg)
+            rates["parameter_server_2w"].append(_job_rate(parameter_server, ps, 0, args.warmup)[0])
+        transformer_bubble = None
+        if args.transformer:
+            tcfg = {**cfg, "model": "transformer", "dataset": "synthetic_text", "batch_size": 64}
+            tspec = job_spec("pipeline_parallel", tcfg, micro_batches=args.micro_batches)
+            rate, out = _job_rate(pipeline_parallel, tspec, rank=1, warmup=args.warmup)
+            transformer_bubble = {
+                "bubble": out.extra["bubble"],
+                "samples_per_s": rate,
+                "stage_busy_s": out.extra["stage_busy_s"],
+                "wall_s": out.extra["wall_s"],
+            }
+    finally:
+        ray.shutdown()
+
+    setups = {name: summarise(r) for name, r in rates.items()}
+    ideal = pipeline_parallel.ideal_bubble(2, args.micro_batches)
+    report = {
+        "config": {
+            **cfg,
+            "repeats": args.repeats,
+            "micro_batches": args.micro_batches,
+            "host_cpus": os.cpu_count(),
+            "threads_per_process": 1,
+        },
+        "setups": setups,
+        "ray_train_over_torchrun": setups["ray_train_2"]["samples_per_s_median"]
+        / setups["torchrun_ddp_2"]["samples_per_s_median"],
+        "ray_train_startup_s": statistics.median(startup),
+        "ray_train_startup_runs_s": startup,
+        "pipeline_bubble_mlp": {
+            "measured_median": statistics.median(bubbles),
+            "runs": bubbles,
+            "ideal_gpipe": ideal,
+        },
+        "pipeline_bubble_transformer": transformer_bubble,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+
+    print(f"{'setup':<22}{'samples/s min':>15}{'median':>12}")
+    for name, s in setups.items():
+        print(f"{name:<22}{s['samples_per_s_min']:>15.0f}{s['samples_per_s_median']:>12.0f}")
+    print(
+        f"ray_train / torchrun (medians): {report['ray_train_over_torchrun']:.2f} (target >= 0.9)"
+    )
+    print(f"ray_train start-up (fit() -> first step): {report['ray_train_startup_s']:.1f} s")
+    print(
+        f"pipeline bubble (mlp, M={args.micro_batches}): "
+        f"{report['pipeline_bubble_mlp']['measured_median']:.2f} measured, {ideal:.2f} ideal"
+    )
+    if transformer_bubble:
+        print(
+            f"pipeline bubble (transformer): {transformer_bubble['bubble']:.2f} measured, "
+            f"{ideal:.2f} ideal"
+        )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""One pipeline stage's training loop over a torch.distributed gloo group (no Ray in here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+from raysched.jobs import sharded_checkpoints as checkpoints
+from raysched.jobs.base import JobContext, StepReporter, stretch_for_speed
+from raysched.jobs.data import global_batch
+from raysched.jobs.models import build_model, loss_fn
+from raysched.jobs.stages import split_sequential
+from raysched.jobs.training_loop import make_optimizer
+from raysched.schedulers.spec import JobSpec
+
+SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+DEFAULT_MICRO_BATCHES = 4
+
+
+def stage_part(rank: int) -> str:
+    """Checkpoint part name of stage `rank`."""
+    return f"stage-{rank}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """The pipeline shape of a spec: S stages, M micro-batches, schedule name."""
+
+    num_stages: int
+    micro_batches: int
+    schedule: str
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec) -> PipelineConfig:
+        """Validate the spec's pipeline options; ValueError names the offending option."""
+        stages = spec.options.get("stages", spec.num_workers)
+        if stages != spec.num_workers:
+            raise ValueError(
+                f"options.stages ({stages}) must equal num_workers ({spec.num_workers})"
+            )
+        micro = spec.options.get("micro_batches", DEFAULT_MICRO_BATCHES)
+        schedule = spec.options.get("schedule", "gpipe").lower()
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"options.schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}"
+            )
+        if micro <= 0 or spec.batch_size % micro:
+            raise ValueError(
+                f"options.micro_batches ({micro}) must divide batch_size ({spec.batch_size}) "
+                "so that the mean of micro-batch losses equals the batch loss"
+            )
+        if schedule == "1f1b" and micro < stages:
+            raise ValueError(f"1f1b needs micro_batches ({micro}) >= stages ({stages})")
+        return cls(num_stages=stages, micro_batches=micro, schedule=schedule)
+
+
+class StageRunner:
+    """Stage `rank` of the spec's model: builds its slice, joins the group, trains, checkpoints."""
+
+    def __init__(self, spec: JobSpec, ctx: JobContext, rank: int, node_id: str) -> None:
+        self.spec, self.ctx, self.rank, self.node_id = spec, ctx, rank, node_id
+        self.config = PipelineConfig.from_spec(spec)
+        full = build_model(spec.model, spec.seed)
+        self.module = split_sequential(full, self.config.num_stages)[rank]
+        self.optimizer = make_optimizer(self.module.parameters(), spec.learning_rate)
+        self.busy_s = 0.0
+        global_batch(spec.dataset, 0, 1, spec.seed)  # load the dataset now, not in step 0
+
+    @property
+    def is_first(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_last(self) -> bool:
+        return self.rank == self.config.num_stages - 1
+
+    def join_group(self, init_method: str, timeout_s: float = 300.0) -> None:
+        """Join the job's gloo group (blocks until every stage joined)."""
+        dist.init_process_group(
+            "gloo",
+            init_method=init_method,
+            rank=self.rank,
+            world_size=self.config.num_stages,
+            timeout=timedelta(seconds=timeout_s),
+        )
+
+    def leave_group(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def _schedule(self) -> Any:
+        stage = PipelineStage(self.module, self.rank, self.config.num_stages, torch.device("cpu"))
+        for name in ("forward_one_chunk", "backward_one_chunk"):
+            setattr(stage, name, self._timed(getattr(stage, name)))
+        model_name = self.spec.model
+        return SCHEDULES[self.config.schedule](
+            stage,
+            self.config.micro_batches,
+            loss_fn=lambda out, target: loss_fn(model_name, out, target),
+        )
+
+    def _timed(self, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.busy_s += time.perf_counter() - t0
+
+        return wrapper
+
+    def load(self, step: int) -> float:
+        """Restore this stage from the checkpoint after `step` steps; returns its loss."""
+        state = checkpoints.load_part(self.ctx.checkpoint_dir, step, stage_part(self.rank))
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        return float(state.get("loss", math.nan))
+
+    def save(self, step: int, loss: float) -> None:
+        """Checkpoint this stage after `step` steps (atomic, one file per stage)."""
+        state = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss": loss,
+            "rank": self.rank,
+        }
+        checkpoints.save_part(self.ctx.checkpoint_dir, step, stage_part(self.rank), state)
+        if self.is_first:
+            parts = [stage_part(r) for r in range(self.config.num_stages)]
+            checkpoints.prune(self.ctx.checkpoint_dir, parts)
+
+    def _agree(self, values: list[float]) -> list[float]:
+        """Sum `values` over all stages (loss from the last stage, stop votes from all)."""
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def train(self, start_step: int) -> dict[str, Any]:
+        """Run steps start_step..spec.steps-1 (or until asked to stop); return a summary."""
+        spec, ctx = self.spec, self.ctx
+        loss = self.load(start_step) if start_step > 0 else math.nan
+        schedule = self._schedule()
+        reporter = StepReporter(ctx, rank=self.rank, node_id=self.node_id)
+        fail_at = spec.options.get("fail_at_step")
+        losses: list[float] = []
+        step, stopped = start_step, False
+        self.busy_s, wall_start = 0.0, time.perf_counter()
+        while step < spec.steps:
+            if fail_at is not None and step == fail_at:
+                raise RuntimeError(f"injected failure at step {step}")
+            x, y = global_batch(spec.dataset, step, spec.batch_size, spec.seed)
+            t0 = time.perf_counter()
+            self.optimizer.zero_grad(set_to_none=True)
+            mb_losses: list[torch.Tensor] = []
+            if self.is_first and self.is_last:
+                schedule.step(x, target=y, losses=mb_losses)
+            elif self.is_first:
+                schedule.step(x)
+            elif self.is_last:
+                schedule.step(target=y, losses=mb_losses)
+            else:
+                schedule.step()
+            self.optimizer.step()
+            elapsed = stretch_for_speed(time.perf_counter() - t0, ctx.speed_of(self.node_id))
+            local = float(torch.stack(mb_losses).detach().mean()) if self.is_last else 0.0
+            (loss,) = self._agree([local])
+            losses.append(loss)
+            reporter.record(step=step, loss=loss, step_time_s=elapsed, samples=spec.batch_size)
+            step += 1
+            (votes,) = self._agree([1.0 if reporter.stop_requested else 0.0])
+            stopped = votes > 0 and step < spec.steps
+            every = spec.checkpoint_every
+            if stopped or step == spec.steps or (every and step % every == 0):
+                self.save(step, loss)
+            if stopped:
+                break
+            if step == start_step + 1:  # the first step infers shapes: leave it out of the bubble
+                self.busy_s, wall_start = 0.0, time.perf_counter()
+        reporter.flush()
+        return {
+            "rank": self.rank,
+            "node_id": self.node_id,
+            "start_step": start_step,
+            "steps_done": step,
+            "stopped": stopped,
+            "final_loss": loss,
+            "losses": losses,
+            "busy_s": self.busy_s,  # compute time after the first step
+            "wall_s": time.perf_counter() - wall_start,  # wall time after the first step
+        }

@@ -1,0 +1,45 @@
+"""Pipeline options are validated before any actor starts; the bubble formulas."""
+
+from __future__ import annotations
+
+import pytest
+
+from raysched.jobs.pipeline_parallel import bubble_fraction, ideal_bubble
+from raysched.jobs.pipeline_stage import PipelineConfig
+from raysched.jobs.training_loop import train_single_process
+from raysched.schedulers.spec import JobSpec
+
+
+def spec(**kw) -> JobSpec:
+    return JobSpec(name="p", kind="pipeline_parallel", num_workers=2, batch_size=32, **kw)
+
+
+def test_defaults():
+    assert PipelineConfig.from_spec(spec()) == PipelineConfig(
+        num_stages=2, micro_batches=4, schedule="gpipe"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"stages": 3}, "must equal num_workers"),
+        ({"micro_batches": 5}, "must divide batch_size"),
+        ({"schedule": "zb"}, "options.schedule"),
+        ({"schedule": "1f1b", "micro_batches": 1}, "1f1b needs"),
+    ],
+)
+def test_bad_options_are_rejected(options, match):
+    with pytest.raises(ValueError, match=match):
+        PipelineConfig.from_spec(spec(options=options))
+
+
+def test_bubble_formulas():
+    assert ideal_bubble(2, 4) == pytest.approx(0.2)
+    assert bubble_fraction([0.8, 0.6], [1.0, 1.0]) == pytest.approx(0.3)
+
+
+def test_reference_trainer_is_deterministic_and_learns():
+    s = JobSpec(name="r", steps=30, batch_size=64, learning_rate=0.2)
+    a, b = train_single_process(s), train_single_process(s)
+    assert a == b and a[-1] < a[0]
