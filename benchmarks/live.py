@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import statistics
 import sys
 import tempfile
@@ -24,98 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-POLICIES = ("fifo_ray_default", "fifo_least_loaded", "random", "learned", "oracle")
-
-# Job templates: kinds and sizes differ so that durations differ by an order of magnitude.
-TEMPLATES: tuple[dict[str, Any], ...] = (
-    {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 60, "batch_size": 64},
-    {"kind": "data_parallel", "model": "cnn", "num_workers": 2, "steps": 120, "batch_size": 128},
-    {"kind": "data_parallel", "model": "mlp", "num_workers": 1, "steps": 300, "batch_size": 512},
-    {"kind": "pipeline_parallel", "model": "mlp", "num_workers": 2, "steps": 200,
-     "batch_size": 512, "options": {"stages": 2, "micro_batches": 4}},
-    {"kind": "parameter_server", "model": "mlp", "num_workers": 2, "steps": 150,
-     "batch_size": 512, "options": {"num_servers": 1, "mode": "sync"}},
-    {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 300, "batch_size": 64},
+from raysched.platform.workload import (
+    run_workload,
+    summarise,
+    template_key,
+    true_step_profile,
+    workload,
 )
 
-
-def workload(n: int, seed: int, mean_gap_s: float) -> list[tuple[float, dict[str, Any]]]:
-    """(arrival offset, spec) pairs: seeded template choice and exponential inter-arrivals."""
-    rng = random.Random(seed)
-    t, out = 0.0, []
-    for i in range(n):
-        template = rng.choice(TEMPLATES)
-        spec = {"name": f"w{seed}-{i:02d}-{template['kind'][:4]}", "cpus_per_worker": 1,
-                "learning_rate": 0.05, "user": rng.choice(["ann", "bo", "cy"]),
-                "priority": rng.choice([0, 0, 0, 1]), "seed": i, "checkpoint_every": 10,
-                **template}
-        out.append((t, spec))
-        t += rng.expovariate(1.0 / mean_gap_s)
-    return out
-
-
-def run_workload(client: Any, jobs: list[tuple[float, dict[str, Any]]], *, slow: Any = None,
-                 timeout_s: float = 3600) -> list[str]:
-    """Submit at the arrival offsets, call `slow(elapsed)` each second, wait for all to end."""
-    began = time.monotonic()
-    ids: list[str] = []
-    pending = list(jobs)
-    while pending:
-        now = time.monotonic() - began
-        while pending and pending[0][0] <= now:
-            ids.append(client.submit(pending.pop(0)[1], source="benchmark"))
-        if slow:
-            slow(now)
-        time.sleep(0.5)
-    while True:
-        rows = {r["job_id"]: r for r in client.status()}
-        if all(rows[j]["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") for j in ids):
-            return ids
-        if slow:
-            slow(time.monotonic() - began)
-        if time.monotonic() - began > timeout_s:
-            raise TimeoutError("the workload did not finish")
-        time.sleep(1.0)
-
-
-def summarise(store_path: Path, ids: list[str]) -> dict[str, float]:
-    from raysched.platform.telemetry import TelemetryStore
-
-    store = TelemetryStore(store_path)
-    rows = [store.get_job(j) for j in ids]
-    jct = sorted(r["end_time"] - r["submit_time"] for r in rows)
-    return {
-        "avg_jct_s": statistics.fmean(jct),
-        "p95_jct_s": jct[min(len(jct) - 1, int(round(0.95 * (len(jct) - 1))))],
-        "makespan_s": max(r["end_time"] for r in rows) - min(r["submit_time"] for r in rows),
-        "avg_queue_s": statistics.fmean(r["queue_time_s"] or 0.0 for r in rows),
-        "migrations": sum(r["migrations"] for r in rows),
-        "failed": sum(r["state"] != "SUCCEEDED" for r in rows),
-        "jobs": len(rows),
-    }
-
-
-def true_step_profile(store_path: Path) -> dict[str, float]:
-    """Per job template: median step time at speed 1.0, measured in the warm-up (the oracle)."""
-    from raysched.platform.telemetry import TelemetryStore
-
-    store = TelemetryStore(store_path)
-    by_key: dict[str, list[float]] = {}
-    for row in store.list_jobs():
-        if row["state"] != "SUCCEEDED" or not row["node_speeds"]:
-            continue
-        speed = min(row["node_speeds"])
-        times = [s["step_time_s"] for s in store.steps(row["job_id"])]
-        if times:
-            by_key.setdefault(template_key(row["spec"]), []).append(
-                statistics.median(times) * speed)
-    return {k: statistics.median(v) for k, v in by_key.items()}
-
-
-def template_key(spec: Any) -> str:
-    return f"{spec.kind}/{spec.model}/{spec.num_workers}/{spec.batch_size}"
-
+RESULTS = Path(__file__).resolve().parent / "results"
+POLICIES = ("fifo_ray_default", "fifo_least_loaded", "random", "learned", "oracle")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -132,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from raysched.platform import interference
-    from raysched.platform.client import CONTROLLER_NAME, NAMESPACE, Client, start_controller
+    from raysched.platform.client import replace_controller
     from raysched.platform.local_cluster import LocalCluster, LocalClusterConfig, default_nodes
     from raysched.platform.model_registry import ModelRegistry
     from raysched.platform.telemetry import TelemetryStore
@@ -151,15 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                        key=lambda n: -float(n["Labels"].get("raysched.io/speed", 1)))
         victim = nodes[0]["NodeID"]  # the fastest node turns slow mid-run
 
-        def controller(policy: Any, store: Path) -> Client:
-            try:
-                ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE), no_restart=True)
-                time.sleep(2)
-            except ValueError:
-                pass
-            start_controller(cluster.address, store_path=store, storage_dir=storage,
-                             policy=policy)
-            return Client(cluster.address)
+        def controller(policy: Any, store: Path) -> Any:
+            return replace_controller(cluster.address, store_path=store, storage_dir=storage,
+                                      policy=policy)
 
         warm_store = state / "warmup.db"
         print(f"warm-up: {args.warmup_jobs} jobs under least_loaded", flush=True)
@@ -180,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 policy = build_learned(model)
             elif name == "oracle":
-                from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
-
                 from raysched.platform.interference import TrueSpeeds
+                from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
 
                 speeds = {n["NodeID"]: float(n["Labels"].get("raysched.io/speed", 1))
                           for n in ray.nodes() if n["Resources"].get("CPU")}
@@ -193,15 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 ))
             print(f"policy {name}: {args.jobs} jobs", flush=True)
             client = controller(policy, store)
-            slowed = False
-
-            def slow(elapsed: float) -> None:
-                nonlocal slowed
-                if not slowed and elapsed >= args.slow_at:
-                    interference.slow_down(storage, victim, args.slow_factor)
-                    slowed = True
-
             began = time.monotonic()
+            slow = interference.slow_once(storage, victim, args.slow_factor, args.slow_at)
             ids = run_workload(client, workload(args.jobs, args.seed, args.mean_gap), slow=slow)
             summary = summarise(store, ids)
             summary["wall_s"] = time.monotonic() - began

@@ -57,6 +57,34 @@ def start_controller(
     return actor
 
 
+def replace_controller(
+    address: str, *, store_path: Path, storage_dir: Path, policy: Any,
+) -> Client:
+    """End the running controller (and the runs it owns) and start one with another policy.
+
+    For benchmarks and the demo, which compare policies on one cluster; `policy` is a name or
+    a built SchedulingPolicy.
+    """
+    import ray
+
+    connect(address)
+    try:
+        old = ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        old = None
+    if old is not None:
+        ray.kill(old, no_restart=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+            except ValueError:
+                break
+            time.sleep(0.5)
+    start_controller(address, store_path=store_path, storage_dir=storage_dir, policy=policy)
+    return Client(address)
+
+
 def controller(address: str | None = None) -> Any:
     """Handle to the running controller."""
     import ray

@@ -231,7 +231,8 @@ class Controller:
             if run is None or run.attempt != records[0].attempt:
                 return True  # a stale attempt: stop it
             ranks0 = [r for r in records if r.rank == 0]
-            run.steps_seen = max([run.steps_seen, *(r.step for r in records)])
+            # Records carry the 0-based step index; steps_done counts completed steps.
+            run.steps_seen = max([run.steps_seen, *(r.step + 1 for r in records)])
             run.recent_step_times = (run.recent_step_times
                                      + [r.step_time_s for r in ranks0])[-20:]
             run.observed_nodes.update(r.node_id for r in records)

@@ -8,7 +8,7 @@ On a real cluster nothing writes these files and nothing is stretched.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 
@@ -30,6 +30,19 @@ def slow_down(storage_dir: str | Path, node_id: str, factor: float) -> None:
 def recover(storage_dir: str | Path, node_id: str) -> None:
     """End the injected slowdown on `node_id`."""
     (interference_dir(storage_dir) / node_id).unlink(missing_ok=True)
+
+
+def slow_once(storage_dir: str | Path, node_id: str, factor: float,
+              at_s: float) -> Callable[[float], None]:
+    """A callback for a workload runner: slows `node_id` once `at_s` seconds have passed."""
+    done: list[float] = []
+
+    def slow(elapsed: float) -> None:
+        if not done and elapsed >= at_s:
+            slow_down(storage_dir, node_id, factor)
+            done.append(elapsed)
+
+    return slow
 
 
 class TrueSpeeds(Mapping[str, float]):

@@ -117,6 +117,9 @@ class LocalCluster:
                 "include_dashboard": True,
                 "dashboard_host": "127.0.0.1",
                 "dashboard_port": cfg.dashboard_port,
+                # The default (52365) collides with any other Ray head on this host; without
+                # its agent, `ray job submit` answers "No available agent".
+                "dashboard_agent_listen_port": free_port(),
                 "labels": {ROLE_LABEL: "head"},
             },
         )

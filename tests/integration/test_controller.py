@@ -50,9 +50,9 @@ def test_controller_killed_mid_run_restarts_loses_no_job_and_runs_none_twice(clu
         first = [s for s in steps if s["attempt"] == 1]
         second = [s for s in steps if s["attempt"] == 2]
         # Resumed from a checkpoint (not from step 1), and the attempts never overlapped.
-        assert min(s["step"] for s in second) > 10
+        assert min(s["step"] for s in second) >= 10
         assert max(s["time"] for s in first) < min(s["time"] for s in second)
-        assert max(s["step"] for s in second) == 80
+        assert max(s["step"] for s in second) == 79
 
 
 def _try_client(client_cls, address):
