@@ -34,6 +34,23 @@ def worker_shares(spec: JobSpec, ctx: JobContext) -> list[float]:
     return [1.0] * spec.num_workers
 
 
+def apply_compression(ddp_model: Any, compression: str) -> None:
+    """Register a DDP communication hook that compresses gradients before the AllReduce."""
+    if compression == "none" or not hasattr(ddp_model, "register_comm_hook"):
+        return  # a single worker is not wrapped in DDP: nothing to communicate
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as powersgd
+
+    if compression == "fp16":
+        ddp_model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    elif compression == "powersgd":
+        state = powersgd.PowerSGDState(process_group=None, matrix_approximation_rank=1,
+                                       start_powerSGD_iter=2, use_error_feedback=True)
+        ddp_model.register_comm_hook(state, powersgd.powerSGD_hook)
+    else:
+        raise ValueError(f"unknown compression {compression!r}")
+
+
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     """The per-worker loop Ray Train runs; returns rank 0's summary."""
     import ray.train
@@ -54,7 +71,11 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
-    ddp_model = prepare_model(model, move_to_device=False)
+    compression = spec.options.get("compression", "none")
+    # PowerSGD on gloo hangs with several gradient buckets: give DDP a single one.
+    ddp_kwargs = {"bucket_cap_mb": 1024} if compression == "powersgd" else {}
+    ddp_model = prepare_model(model, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs)
+    apply_compression(ddp_model, compression)
     lo, hi = shard_bounds(spec.batch_size, worker_shares(spec, ctx), rank)
     reporter = StepReporter(ctx, rank=rank, node_id=node_id)
     fail_at = spec.options.get("fail_at_step")

@@ -17,8 +17,7 @@ DATASETS: tuple[str, ...] = ("digits", "synthetic_text")
 # Options each kind understands (spec field `options`); anything else is rejected by name.
 KIND_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "data_parallel": {
-        "fsdp": bool,
-        "compression": str,  # "none" | "fp16" | "powersgd"
+        "compression": str,  # "none" | "fp16" | "powersgd" (DDP communication hooks)
         "hetero_sharding": bool,
     },
     "pipeline_parallel": {
@@ -36,6 +35,12 @@ KIND_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "learning_rates": list,
         "early_stopping": bool,
     },
+}
+# Options whose value must be one of a few words.
+OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "compression": ("none", "fp16", "powersgd"),
+    "schedule": ("gpipe", "1f1b"),
+    "mode": ("sync", "async"),
 }
 # Options every kind understands.
 COMMON_OPTIONS: dict[str, type | tuple[type, ...]] = {
@@ -165,6 +170,9 @@ def validate_spec(spec: JobSpec) -> None:
                 f"unknown option for kind {spec.kind!r}; known: {', '.join(sorted(allowed))}",
             )
         _check_type(f"options.{key}", value, allowed[key])
+        if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
+            raise SpecError(f"options.{key}", f"{value!r} is not one of "
+                                              f"{', '.join(OPTION_CHOICES[key])}")
 
 
 def spec_from_dict(data: Mapping[str, Any], *, max_node_cpus: float | None = None) -> JobSpec:

@@ -81,3 +81,13 @@ def test_spec_error_survives_pickling():
 
     err = pickle.loads(pickle.dumps(SpecError("steps", "must be positive")))
     assert err.field == "steps" and str(err) == "invalid job spec: field 'steps': must be positive"
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"compression": "zip"}, "options.compression"),
+    ({"fsdp": True}, "options.fsdp"),
+])
+def test_option_values_are_checked(options, field):
+    with pytest.raises(SpecError) as err:
+        spec_from_dict({**GOOD, "options": options})
+    assert err.value.field == field
