@@ -77,11 +77,26 @@ class LocalClusterConfig:
         return self.state_dir.resolve() / "telemetry.db"
 
 
+# Ports we pick ourselves come from below the kernel's ephemeral range (32768+), where Ray's
+# own servers take random ports, and above Ray's worker ports (10002-19999): a port picked in
+# the ephemeral range can be taken by Ray between our check and the bind.
+_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    """A free TCP port from the OS's ephemeral range (outside Ray's 10002-19999 worker ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that is free now, outside both Ray's worker range and the ephemeral range."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE}")
 
 
 class LocalCluster:
