@@ -148,6 +148,9 @@ class LocalCluster:
         self.address = self._cluster.address
         self.dashboard_url = f"http://127.0.0.1:{cfg.dashboard_port}"
         wait_for_job_agent(self.dashboard_url)
+        from raysched.platform.client import connect
+
+        connect(self.address)  # this process becomes a driver of the cluster it started
         if cfg.start_controller:
             from raysched.platform.client import start_controller
 
