@@ -70,6 +70,11 @@ class Controller:
 
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
+        # Predictions are small batches: one BLAS/OpenMP thread is faster than many on a busy
+        # head node, and leaves the cores to the jobs.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
         self.store = TelemetryStore(config.store_path)
         self.metrics = ControllerMetrics()
         self._registry = None

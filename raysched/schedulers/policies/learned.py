@@ -1,0 +1,890 @@
+"""The learned policy: predicted-remaining ordering, predicted-completion placement, rebalancing.
+
+All three parts ask a cost model (`CostModel`, or anything with the same `predict_many`) and
+batch their questions: one `predict_many` call for the queue's ordering, one for the placement
+candidates of the jobs a round is likely to place, one for the stragglers check.
+
+Caching and bounds (what is reused between calls, and what a round considers):
+
+- ordering: a queued job's predicted remaining time on the reference node is kept for
+  `refresh_s` seconds; at most `refresh_batch` stale entries are recomputed per round, oldest
+  first, so a thousand jobs that arrived together do not all expire in the same round;
+- placement: `LearnedPlacement.prepare(order, view)` (called by the ordering wrapper that
+  `learned_policy` installs) predicts, in one call, every candidate of the first
+  `max_evaluations` jobs of the order that fit now. Predictions are keyed by what the model
+  sees of a placement (speeds, sizes, load in 0.05 steps, free memory in 500 MB steps; by node
+  id for a model that knows nodes by id, like the oracle), so a launch elsewhere does not
+  invalidate them. Later in the round `place` scores only candidates already predicted when it
+  has any (a launch may have taken the others), so a prepared round costs one model call;
+- backfill depth: `place` evaluates at most `max_evaluations` jobs per round (like Slurm's
+  `bf_max_job_test`); the rest are considered next round, in order;
+- waiting: a job that decides to wait for a busy node reserves it for the round, so the next
+  job does not count on the same node;
+- rebalancing: the predicted step time of a running job on its own nodes is kept `refresh_s`.
+
+Within a round, placements made earlier change cluster-wide features (free CPUs, load) of later
+predictions only at the next round: predictions are taken at the start of the round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from raysched.schedulers.decisions import (
+    Candidate,
+    Migration,
+    NodeFlag,
+    Placement,
+    RebalanceDecision,
+)
+from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy
+from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
+
+_EPS = 1e-9
+NodeIds = tuple[str, ...]
+_Cand = tuple[NodeIds, Sequence[NodeView]]  # node ids, and the nodes as the model is asked
+
+
+class PredictionArrays(Protocol):
+    """The arrays of a `PredictionBatch` the policies read."""
+
+    step_time_s: np.ndarray
+    step_time_hi_s: np.ndarray
+    duration_s: np.ndarray
+    duration_hi_s: np.ndarray
+    peak_rss_hi_mb: np.ndarray
+
+
+class BatchCostModel(Protocol):
+    """What the policies need of a cost model: batched predictions for (job, nodes) pairs."""
+
+    def predict_many(
+        self, pairs: Sequence[tuple[JobView, Sequence[NodeView]]], cluster: ClusterView
+    ) -> PredictionArrays: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pred:
+    """One candidate's predictions (floats, cached)."""
+
+    step: float
+    step_hi: float
+    duration: float
+    duration_hi: float
+    rss_hi: float
+
+
+def _predict(
+    model: BatchCostModel, pairs: Sequence[tuple[JobView, Sequence[NodeView]]],
+    cluster: ClusterView,
+) -> list[_Pred]:
+    if not pairs:
+        return []
+    b = model.predict_many(pairs, cluster)
+    cols = [np.asarray(c, dtype=float).tolist() for c in (
+        b.step_time_s, b.step_time_hi_s, b.duration_s, b.duration_hi_s, b.peak_rss_hi_mb)]
+    return [_Pred(*row) for row in zip(*cols, strict=True)]
+
+
+def _short(node_id: str) -> str:
+    return node_id[:8]
+
+
+def _describe(nodes: NodeIds, view_nodes: dict[str, NodeView]) -> str:
+    distinct = list(dict.fromkeys(nodes))
+    speed = min(view_nodes[n].speed for n in distinct)
+    if len(distinct) == 1:
+        return f"{_short(distinct[0])} (speed {speed:g})"
+    shown = ", ".join(_short(n) for n in distinct[:4]) + (", ..." if len(distinct) > 4 else "")
+    return f"{len(distinct)} nodes {shown} (min speed {speed:g})"
+
+
+# -- ordering ---------------------------------------------------------------------------------
+
+
+class PredictedRemainingOrder:
+    """Shortest predicted remaining time first, weighted by priority, with aging.
+
+    A queued job's key (lower goes first) is::
+
+        key = remaining_s * exp(-priority_weight * priority) - aging_rate * waited_s
+
+    where `remaining_s` is the predicted remaining run time of the job on an idle node of the
+    cluster's fastest kind (a property of the job, not of the momentary cluster state) and
+    `waited_s = view.time - submit_time`.
+
+    Starvation bound: a newly arriving job has a key >= 0, so a job A is ordered ahead of every
+    job submitted more than ``W_A = remaining_A * exp(-priority_weight * priority_A) /
+    aging_rate`` seconds after it. Only the finitely many jobs submitted before ``submit_A +
+    W_A`` can be ordered ahead of A; on a non-preemptive cluster A therefore starts at the
+    latest when those have been placed and the capacity A needs is free. With the defaults
+    (`aging_rate` 0.5, priority 0) a job is overtaken by newcomers for at most twice its own
+    predicted remaining time. `aging_rate=0` turns aging off (pure SRPT, which can starve).
+    """
+
+    name = "predicted_remaining"
+
+    def __init__(
+        self,
+        cost_model: BatchCostModel,
+        *,
+        priority_weight: float = 0.5,
+        aging_rate: float = 0.5,
+        refresh_s: float = 60.0,
+        refresh_batch: int = 32,
+    ) -> None:
+        if aging_rate < 0:
+            raise ValueError(f"aging_rate must be >= 0, got {aging_rate}")
+        self.cost_model = cost_model
+        self.priority_weight = priority_weight
+        self.aging_rate = aging_rate
+        self.refresh_s = refresh_s
+        self.refresh_batch = refresh_batch
+        # job_id -> (time predicted, steps_left then, remaining_s)
+        self._cache: dict[str, tuple[float, int, float]] = {}
+        self._ref_key: tuple[float, float] | None = None
+
+    def reference_node(self, cluster: ClusterView) -> NodeView:
+        """An idle node of the cluster's fastest kind (largest among the fastest)."""
+        live = [n for n in cluster.nodes if n.schedulable and n.cpus_total > 0] or [
+            n for n in cluster.nodes if n.alive] or list(cluster.nodes)
+        if not live:
+            return NodeView(node_id="reference", cpus_total=1.0, cpus_free=1.0)
+        speed = _model_speed(self.cost_model)
+        best = max(live, key=lambda n: (speed(n), n.cpus_total))
+        return NodeView(node_id="reference", cpus_total=best.cpus_total,
+                        cpus_free=best.cpus_total, speed=speed(best), load=0.0)
+
+    def remaining_s(self, queued: Sequence[JobView], cluster: ClusterView) -> dict[str, float]:
+        """Predicted remaining run time of each job on the reference node (cached)."""
+        ref = self.reference_node(cluster)
+        ref_key = (ref.speed, ref.cpus_total)
+        if ref_key != self._ref_key:
+            self._cache.clear()
+            self._ref_key = ref_key
+        now = cluster.time
+        live = {j.job_id for j in queued}
+        for stale in [k for k in self._cache if k not in live]:
+            del self._cache[stale]
+        missing: list[JobView] = []
+        old: list[tuple[float, JobView]] = []
+        for j in queued:
+            hit = self._cache.get(j.job_id)
+            if hit is None or hit[1] != j.steps_left:
+                missing.append(j)
+            elif now - hit[0] > self.refresh_s:
+                old.append((hit[0], j))
+        old.sort(key=lambda t: t[0])
+        todo = missing + [j for _, j in old[: self.refresh_batch]]
+        preds = _predict(
+            self.cost_model, [(j, (ref,) * j.spec.num_workers) for j in todo], cluster
+        )
+        for j, p in zip(todo, preds, strict=True):
+            self._cache[j.job_id] = (now, j.steps_left, p.duration)
+        return {j.job_id: self._cache[j.job_id][2] for j in queued}
+
+    def key(self, job: JobView, remaining_s: float, now: float) -> float:
+        """The sort key of the class docstring (lower goes first)."""
+        waited = max(now - job.submit_time, 0.0)
+        weight = math.exp(-self.priority_weight * job.spec.priority)
+        return remaining_s * weight - self.aging_rate * waited
+
+    def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
+        if not queued:
+            return []
+        remaining = self.remaining_s(queued, cluster)
+        now = cluster.time
+        return sorted(queued, key=lambda j: (self.key(j, remaining[j.job_id], now),
+                                             j.submit_time, j.job_id))
+
+
+# -- candidates -------------------------------------------------------------------------------
+
+
+def _model_speed(model: object) -> Callable[[NodeView], float]:
+    """How fast the model believes a node is: its `speed(node)` if it has one, else the label."""
+    speed = getattr(model, "speed", None)
+    return speed if callable(speed) else _label_speed
+
+
+def _label_speed(n: NodeView) -> float:
+    return n.speed
+
+
+def fastest_first(nodes: Iterable[NodeView], speed: Callable[[NodeView], float]
+                  ) -> list[NodeView]:
+    """Nodes by speed (highest first), then lowest load, then id."""
+    return sorted(nodes, key=lambda n: (-speed(n), n.load, n.node_id))
+
+
+class _NodeIndex:
+    """Per-view node lists and memos the candidate generator uses (built once per view)."""
+
+    def __init__(self, view: ClusterView, speed: Callable[[NodeView], float],
+                 alike: Callable[[NodeView], Hashable]) -> None:
+        self.view = view
+        self.by_id = {n.node_id: n for n in view.nodes}
+        self.sched = [n for n in view.nodes if n.schedulable and n.cpus_total > 0]
+        self.speed = speed
+        self.fastest = fastest_first(self.sched, speed)
+        self.free = {n.node_id: max(n.cpus_free, 0.0) for n in self.sched}
+        self.with_room = [n for n in self.fastest if self.free[n.node_id] > _EPS]
+        self._alike_fn = alike
+        self._alike: dict[tuple[str, bool], Hashable] = {}
+        self._idle: dict[str, NodeView] = {}
+        self._slots: dict[float, int] = {}
+        self._busy: dict[float, dict[float, list[tuple[float, NodeView]]]] = {}
+        self.ends: dict[str, list[tuple[float, float]]] | None = None
+
+    def alike(self, n: NodeView) -> Hashable:
+        key = (n.node_id, n.load == 0.0 and n.cpus_free == n.cpus_total)
+        got = self._alike.get(key)
+        if got is None:
+            got = self._alike[key] = self._alike_fn(n)
+        return got
+
+    def idle(self, n: NodeView) -> NodeView:
+        """`n` as it will be once its jobs have left: idle, free memory unknown."""
+        got = self._idle.get(n.node_id)
+        if got is None:
+            got = self._idle[n.node_id] = dataclasses.replace(
+                n, cpus_free=n.cpus_total, load=0.0, memory_free_mb=0.0)
+        return got
+
+    def slots(self, cpus_per_worker: float) -> int:
+        """Workers of this size the free CPUs could hold (all nodes together)."""
+        got = self._slots.get(cpus_per_worker)
+        if got is None:
+            got = sum(int((f + _EPS) // cpus_per_worker) for f in self.free.values())
+            self._slots[cpus_per_worker] = got
+        return got
+
+    def busy(self, total: float, ends: dict[str, list[tuple[float, float]]]
+             ) -> dict[float, list[tuple[float, NodeView]]]:
+        """Per node speed: (wait_s, node) for nodes too full for `total` CPUs now, soonest
+        free first."""
+        got = self._busy.get(total)
+        if got is None:
+            got = {}
+            for n in self.sched:
+                free = self.free[n.node_id]
+                if free + _EPS >= total or n.cpus_total + _EPS < total:
+                    continue
+                for end, cpus in ends.get(n.node_id, ()):
+                    free += cpus
+                    if free + _EPS >= total:
+                        wait = max(end - self.view.time, 0.0)
+                        got.setdefault(self.speed(n), []).append((wait, n))
+                        break
+            for v in got.values():
+                v.sort(key=lambda t: (t[0], t[1].node_id))
+            self._busy[total] = got
+        return got
+
+
+def _signature(n: NodeView) -> Hashable:
+    """What the model sees of a node (nodes with equal signatures get equal predictions)."""
+    return (n.speed, n.cpus_total, _load_bucket(n.load), _mem_bucket(n.memory_free_mb))
+
+
+def _load_bucket(load: float) -> float:
+    return round(load * 20) / 20  # 0.05 steps
+
+
+def _mem_bucket(mb: float) -> float:
+    return round(mb / 500) * 500.0
+
+
+def _identity(n: NodeView) -> Hashable:
+    return n.node_id
+
+
+def _alike(model: object) -> Callable[[NodeView], Hashable]:
+    """Node signature for de-duplication; a model that knows nodes by id sees every node."""
+    return _identity if getattr(model, "uses_node_ids", False) else _signature
+
+
+def _block(ids: NodeIds, nodes: Sequence[NodeView]) -> Hashable:
+    """What a label-reading model sees of a placement (`features.node_block`, rounded)."""
+    distinct = list({n.node_id: n for n in nodes}.values())
+    speeds = [n.speed for n in nodes]
+    return (len(nodes), len(distinct), min(speeds), round(sum(speeds) / len(speeds), 3),
+            min(n.cpus_total for n in nodes),
+            _load_bucket(sum(n.load for n in distinct) / len(distinct)),
+            _mem_bucket(min(n.memory_free_mb for n in distinct)))
+
+
+def _ids(ids: NodeIds, nodes: Sequence[NodeView]) -> Hashable:
+    return ids
+
+
+def _place_key(model: object) -> Callable[[NodeIds, Sequence[NodeView]], Hashable]:
+    """Cache key of a placement's prediction: what the model sees of it."""
+    return _ids if getattr(model, "uses_node_ids", False) else _block
+
+
+def gang_candidates(
+    job: JobView,
+    fastest: Sequence[NodeView],
+    free: dict[str, float],
+    *,
+    max_single: int,
+    extra: Iterable[NodeIds] = (),
+    alike: Callable[[NodeView], Hashable] = _signature,
+) -> list[NodeIds]:
+    """A bounded set of gang placements (one node id per worker) that fit `free` CPUs.
+
+    Single-node placements (best fit among nodes that look alike to the model, fastest kinds
+    first, at most `max_single`), greedy fastest-first, greedy most-free-first, one worker per
+    node across the fastest nodes, plus `extra` (e.g. a job's current nodes) where it fits.
+    """
+    nw, cpw = job.spec.num_workers, job.spec.cpus_per_worker
+    total = nw * cpw
+    out: list[NodeIds] = []
+    seen: set[NodeIds] = set()
+
+    def add(ids: Sequence[str] | None) -> None:
+        if ids is None or len(ids) != nw:
+            return
+        key = tuple(sorted(ids))
+        if key not in seen:
+            seen.add(key)
+            out.append(tuple(ids))
+
+    best_fit: dict[Hashable, NodeView] = {}
+    for n in fastest:
+        if free.get(n.node_id, 0.0) + _EPS >= total:
+            sig = alike(n)
+            cur = best_fit.get(sig)
+            if cur is None:
+                if len(best_fit) >= max_single:
+                    continue
+                best_fit[sig] = n
+            elif free[n.node_id] < free[cur.node_id]:
+                best_fit[sig] = n
+    for n in best_fit.values():
+        add((n.node_id,) * nw)
+    if nw > 1:
+        add(_greedy(fastest, free, nw, cpw))
+        most_free = sorted(fastest, key=lambda n: -free.get(n.node_id, 0.0))
+        add(_greedy(most_free, free, nw, cpw))
+        add(_spread(fastest, free, nw, cpw))
+    for ids in extra:
+        need: dict[str, float] = {}
+        for nid in ids:
+            need[nid] = need.get(nid, 0.0) + cpw
+        if all(free.get(nid, 0.0) + _EPS >= c for nid, c in need.items()):
+            add(ids)
+    return out
+
+
+def _greedy(nodes: Sequence[NodeView], free: dict[str, float], nw: int, cpw: float
+            ) -> NodeIds | None:
+    chosen: list[str] = []
+    for n in nodes:
+        room = free.get(n.node_id, 0.0)
+        while len(chosen) < nw and room + _EPS >= cpw:
+            chosen.append(n.node_id)
+            room -= cpw
+        if len(chosen) == nw:
+            return tuple(chosen)
+    return None
+
+
+def _spread(nodes: Sequence[NodeView], free: dict[str, float], nw: int, cpw: float
+            ) -> NodeIds | None:
+    left = {n.node_id: free.get(n.node_id, 0.0) for n in nodes}
+    chosen: list[str] = []
+    while len(chosen) < nw:
+        progress = False
+        for n in nodes:
+            if len(chosen) < nw and left[n.node_id] + _EPS >= cpw:
+                chosen.append(n.node_id)
+                left[n.node_id] -= cpw
+                progress = True
+        if not progress:
+            return None
+    return tuple(chosen)
+
+
+# -- placement --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scored:
+    node_ids: NodeIds
+    score: float
+    pred: _Pred
+    wait_s: float = 0.0
+    busy: bool = False  # a busy node: waiting for it, not placing now
+    rejected: str = ""
+
+
+class LearnedPlacement:
+    """Place a gang where its predicted completion (wait + run time, risk-adjusted) is lowest.
+
+    Each candidate's score is ``wait_s + duration + risk * (duration_hi - duration)``: with
+    `risk` 1 a candidate is judged by the upper end of its prediction interval, so a node that
+    only wins on an unsure mean loses to a sure one. Candidates whose predicted peak memory
+    (upper bound, per worker, or the spec's `memory_mb_per_worker` if larger) exceeds a node's
+    known free memory are rejected. Up to `max_wait_candidates` busy nodes faster than every
+    free option are scored too, with the wait until their running jobs are predicted to end
+    (measured step time x steps left, else the cost model); when waiting beats the best free
+    candidate by `wait_margin` (relative) the job stays queued (None). A job stops waiting
+    after `max_wait_s` in the queue, so waiting cannot starve it. A busy node is predicted as
+    it will be once its jobs have left: idle, free memory unknown (so not memory-checked).
+    At most `max_evaluations` jobs are evaluated per round (`round_ttl_s` of view time, or from
+    one `prepare` to the next); see the module docstring for the round's prediction cache.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        cost_model: BatchCostModel,
+        *,
+        risk: float = 1.0,
+        max_candidates: int = 12,
+        max_wait_candidates: int = 2,
+        wait_margin: float = 0.1,
+        max_wait_s: float = 600.0,
+        max_evaluations: int = 64,
+        round_ttl_s: float = 5.0,
+        policy_name: str = "learned",
+    ) -> None:
+        self.cost_model = cost_model
+        self.risk = risk
+        self.max_candidates = max(max_candidates, 4)
+        self.max_wait_candidates = max_wait_candidates
+        self.wait_margin = wait_margin
+        self.max_wait_s = max_wait_s
+        self.max_evaluations = max_evaluations
+        self.round_ttl_s = round_ttl_s
+        self.policy_name = policy_name
+        self._index: _NodeIndex | None = None
+        self._round: dict[Hashable, _Pred] = {}
+        self._new_round(-math.inf)
+        self._running_dur: dict[tuple[str, int], float] = {}
+        self._speed = _model_speed(cost_model)
+        self._alike = _alike(cost_model)
+        self._place_key = _place_key(cost_model)
+
+    # -- per-view and per-round caches ------------------------------------------------------
+
+    def _nodes(self, view: ClusterView) -> _NodeIndex:
+        if self._index is None or self._index.view is not view:
+            self._index = _NodeIndex(view, self._speed, self._alike)
+        return self._index
+
+    def _candidates(self, job: JobView, idx: _NodeIndex, free: dict[str, float]
+                    ) -> list[NodeIds]:
+        extra = (job.node_ids,) if job.node_ids else ()
+        return gang_candidates(job, idx.with_room, free, max_single=self.max_candidates - 3,
+                               extra=extra, alike=idx.alike)
+
+    def _new_round(self, now: float, *, prepared: bool = False) -> None:
+        self._round = {}
+        self._round_time = now
+        self._evaluated = 0
+        self._prepared = prepared
+        self._reserved: set[str] = set()
+
+    def _plan(self, job: JobView, idx: _NodeIndex
+              ) -> tuple[list[_Cand], list[tuple[NodeIds, float, _Cand]]]:
+        """The free candidates of `job` and the busy ones worth waiting for (no predictions)."""
+        if idx.slots(job.spec.cpus_per_worker) < job.spec.num_workers:
+            return [], []
+        cands = [(ids, tuple(idx.by_id[n] for n in ids))
+                 for ids in self._candidates(job, idx, idx.free)]
+        if not cands:
+            return [], []
+        faster_than = max(min(self._speed(n) for n in nodes) for _, nodes in cands)
+        nw = job.spec.num_workers
+        busy = [(ids, wait, (ids, (after,) * nw))
+                for ids, wait, after in self._busy_candidates(job, idx, faster_than)]
+        return cands, busy
+
+    def prepare(self, order: Sequence[JobView], view: ClusterView) -> None:
+        """Predict, in one call, every candidate of the jobs this round will evaluate.
+
+        Those are the first `max_evaluations` jobs of `order` that fit the free capacity now;
+        `place` then answers from this cache while launches change the free CPUs.
+        """
+        self._new_round(view.time, prepared=True)
+        idx = self._nodes(view)
+        pairs: list[tuple[JobView, _Cand]] = []
+        covered = 0
+        for job in order:
+            if covered >= self.max_evaluations:
+                break
+            cands, busy = self._plan(job, idx)
+            if not cands:
+                continue
+            covered += 1
+            pairs += [(job, c) for c in cands] + [(job, c) for _, _, c in busy]
+        self._fill([(self._key(j, c), j, c) for j, c in pairs], view)
+
+    def _key(self, job: JobView, cand: _Cand) -> Hashable:
+        return (job.job_id, job.steps_left, self._place_key(cand[0], cand[1]))
+
+    def _fill(self, todo: Sequence[tuple[Hashable, JobView, _Cand]], view: ClusterView) -> None:
+        missing: dict[Hashable, tuple[JobView, Sequence[NodeView]]] = {}
+        for k, job, (_, nodes) in todo:
+            if k not in self._round and k not in missing:
+                missing[k] = (job, nodes)
+        preds = _predict(self.cost_model, list(missing.values()), view)
+        self._round.update(zip(missing, preds, strict=True))
+
+    def _predictions(self, job: JobView, cands: Sequence[_Cand], view: ClusterView
+                     ) -> list[_Pred]:
+        """Predictions for (node ids, nodes as predicted) candidates, from the round's cache."""
+        if view.time - self._round_time > self.round_ttl_s:
+            self._new_round(view.time)
+        keys = [self._key(job, c) for c in cands]
+        self._fill([(k, job, c) for k, c in zip(keys, cands, strict=True)], view)
+        return [self._round[k] for k in keys]
+
+    # -- waiting for busy nodes -------------------------------------------------------------
+
+    def _node_ends(self, idx: _NodeIndex) -> dict[str, list[tuple[float, float]]]:
+        """Per node: (predicted end time, CPUs it frees) of the jobs running there, sorted."""
+        if idx.ends is not None:
+            return idx.ends
+        view = idx.view
+        running = [j for j in view.running if j.node_ids]
+        live = {(j.job_id, j.steps_done) for j in running}
+        for k in [k for k in self._running_dur if k not in live]:
+            del self._running_dur[k]
+        unknown = [j for j in running if not j.recent_step_time_s
+                   and (j.job_id, j.steps_done) not in self._running_dur]
+        pairs = [(j, tuple(idx.by_id[n] for n in j.node_ids if n in idx.by_id)) for j in unknown]
+        pairs = [(j, ns) for j, ns in pairs if len(ns) == len(j.node_ids)]
+        for (j, _), p in zip(pairs, _predict(self.cost_model, pairs, view), strict=True):
+            self._running_dur[(j.job_id, j.steps_done)] = p.duration
+        ends: dict[str, list[tuple[float, float]]] = {}
+        for j in running:
+            if j.recent_step_time_s:
+                left = j.steps_left * j.recent_step_time_s
+            else:
+                dur = self._running_dur.get((j.job_id, j.steps_done))
+                if dur is None:
+                    continue
+                elapsed = view.time - j.start_time if j.start_time and not j.steps_done else 0.0
+                left = max(dur - elapsed, 0.0)
+            for nid in j.node_ids:
+                ends.setdefault(nid, []).append((view.time + left, j.spec.cpus_per_worker))
+        for v in ends.values():
+            v.sort()
+        idx.ends = ends
+        return ends
+
+    def _busy_candidates(self, job: JobView, idx: _NodeIndex, faster_than: float
+                         ) -> list[tuple[NodeIds, float, NodeView]]:
+        """Busy nodes faster than `faster_than` that could hold the gang alone, soonest first:
+        (ids, wait_s, the node as predicted: idle once its jobs have left)."""
+        if self.max_wait_candidates <= 0 or job.state is not JobState.QUEUED:
+            return []
+        if idx.view.time - job.submit_time >= self.max_wait_s:
+            return []
+        nw = job.spec.num_workers
+        pool: list[tuple[float, NodeView]] = []
+        busy = idx.busy(nw * job.spec.cpus_per_worker, self._node_ends(idx))
+        for speed, soonest in busy.items():
+            if speed <= faster_than:
+                continue
+            taken: set[Hashable] = set()
+            for wait, n in soonest:
+                if wait > self.max_wait_s or len(taken) >= self.max_wait_candidates:
+                    break
+                if n.node_id not in self._reserved and idx.alike(idx.idle(n)) not in taken:
+                    taken.add(idx.alike(idx.idle(n)))
+                    pool.append((wait, n))
+        pool.sort(key=lambda t: (t[0], t[1].node_id))
+        out: list[tuple[NodeIds, float, NodeView]] = []
+        seen: set[Hashable] = set()
+        for wait, n in pool:
+            idle = idx.idle(n)
+            kind = idx.alike(idle)
+            if kind not in seen and len(out) < self.max_wait_candidates:
+                seen.add(kind)
+                out.append(((n.node_id,) * nw, wait, idle))
+        return out
+
+    # -- the decision -------------------------------------------------------------------------
+
+    def _memory_problem(self, job: JobView, ids: NodeIds, pred: _Pred,
+                        by_id: dict[str, NodeView]) -> str:
+        per_worker = max(pred.rss_hi, float(job.spec.memory_mb_per_worker))
+        counts: dict[str, int] = {}
+        for nid in ids:
+            counts[nid] = counts.get(nid, 0) + 1
+        for nid, c in counts.items():
+            have = by_id[nid].memory_free_mb
+            if have > 0 and c * per_worker > have:
+                return (f"rejected: needs {c * per_worker:.0f} MB on {_short(nid)}, "
+                        f"{have:.0f} MB free")
+        return ""
+
+    def score(self, pred: _Pred, wait_s: float = 0.0) -> float:
+        """Risk-adjusted predicted completion: wait + mean + risk * (hi - mean)."""
+        return wait_s + pred.duration + self.risk * max(pred.duration_hi - pred.duration, 0.0)
+
+    def evaluate(self, job: JobView, view: ClusterView) -> list[_Scored]:
+        """Every candidate considered for `job`, best first (rejected ones last)."""
+        idx = self._nodes(view)
+        cands, busy = self._plan(job, idx)
+        if not cands:
+            return []
+        if self._prepared:  # later in a prepared round: keep to what was predicted, if any
+            known = [c for c in cands if self._key(job, c) in self._round]
+            cands = known or cands
+        scored = []
+        for (ids, _), p in zip(cands, self._predictions(job, cands, view), strict=True):
+            problem = self._memory_problem(job, ids, p, idx.by_id)
+            scored.append(_Scored(ids, self.score(p), p, rejected=problem))
+        if self._prepared:
+            busy = [b for b in busy if self._key(job, b[2]) in self._round]
+        if busy and any(not s.rejected for s in scored):
+            preds = self._predictions(job, [c for _, _, c in busy], view)
+            for (ids, wait, _), p in zip(busy, preds, strict=True):
+                scored.append(_Scored(ids, self.score(p, wait), p, wait_s=wait, busy=True))
+        scored.sort(key=lambda s: (bool(s.rejected), s.score))
+        return scored
+
+    def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
+        if cluster.time - self._round_time > self.round_ttl_s:
+            self._new_round(cluster.time)
+        if self._evaluated >= self.max_evaluations:
+            return None  # backfill depth reached: later jobs wait for the next round
+        scored = self.evaluate(job, cluster)
+        if scored:
+            self._evaluated += 1
+        free_ok = [s for s in scored if not s.rejected and not s.busy]
+        if not free_ok:
+            return None
+        best = free_ok[0]
+        waits = [s for s in scored if s.busy]
+        if waits and waits[0].score < best.score * (1.0 - self.wait_margin):
+            self._reserved.update(waits[0].node_ids)  # one waiting job per busy node a round
+            return None  # a busy faster node frees soon enough: stay queued
+        by_id = self._nodes(cluster).by_id
+        reason = (f"fastest predicted completion: {best.score:.1f} s on "
+                  f"{_describe(best.node_ids, by_id)}")
+        others = [s for s in scored if s is not best and not s.rejected]
+        if others:
+            nb = others[0]
+            wait = f" after waiting {nb.wait_s:.1f} s" if nb.busy else ""
+            reason += (f"; next best {nb.score:.1f} s on {_describe(nb.node_ids, by_id)}"
+                       f"{wait}")
+        self._running_dur[(job.job_id, 0)] = best.pred.duration  # for later waits
+        return Placement(
+            job_id=job.job_id,
+            node_ids=best.node_ids,
+            reason=reason,
+            policy=self.policy_name,
+            candidates=tuple(_candidate(s) for s in scored),
+            predicted_duration_s=best.pred.duration,
+        )
+
+
+def _candidate(s: _Scored) -> Candidate:
+    if s.rejected:
+        note = s.rejected
+    else:
+        note = f"run {s.pred.duration:.1f} s (hi {s.pred.duration_hi:.1f} s)"
+        if s.busy:
+            note = f"wait {s.wait_s:.1f} s for a busy node; {note}"
+    return Candidate(node_ids=s.node_ids, predicted_completion_s=round(s.score, 3), note=note)
+
+
+# -- rebalancing ------------------------------------------------------------------------------
+
+
+class StragglerRebalance:
+    """Find jobs running slower than predicted, flag their nodes, migrate when it pays.
+
+    A running job with at least `min_steps` steps whose measured step time exceeds
+    ``step_time_hi * slow_factor`` (its predicted interval's upper end on its own nodes) is a
+    straggler, and its nodes are suspects; a suspect node also running an on-time job is cleared
+    (the slowness is then the straggler's own). Suspects are flagged degraded. A straggler is
+    migrated to the free, healthy candidate with the lowest predicted step time when
+    ``steps_left * (observed_step - predicted_step_there) > migration_cost_s``; the migration's
+    `predicted_gain_s` is that saving minus the migration cost. A job is not migrated again
+    within `cooldown_s`.
+
+    Stateful, deliberately: the view carries no memory of when a node was last seen slow, so the
+    rebalancer remembers, per node it flagged, the time of the latest evidence, and flags the node
+    healthy again after `recovery_s` seconds without new evidence (a drained node whose jobs have
+    moved produces none, so this is its probation); and, per job, when it was last migrated.
+    """
+
+    def __init__(
+        self,
+        cost_model: BatchCostModel,
+        *,
+        slow_factor: float = 1.5,
+        min_steps: int = 5,
+        migration_cost_s: float = 30.0,
+        recovery_s: float = 300.0,
+        cooldown_s: float = 600.0,
+        refresh_s: float = 60.0,
+        max_candidates: int = 8,
+    ) -> None:
+        self.cost_model = cost_model
+        self.slow_factor = slow_factor
+        self.min_steps = min_steps
+        self.migration_cost_s = migration_cost_s
+        self.recovery_s = recovery_s
+        self.cooldown_s = cooldown_s
+        self.refresh_s = refresh_s
+        self.max_candidates = max(max_candidates, 4)
+        self.flagged_at: dict[str, float] = {}  # node -> time of the latest slowness evidence
+        self.migrated_at: dict[str, float] = {}  # job -> time of its last migration
+        self._expected: dict[tuple[str, NodeIds], tuple[float, float, float]] = {}
+        self._speed = _model_speed(cost_model)
+        self._alike = _alike(cost_model)
+
+    def _expected_steps(self, jobs: Sequence[JobView], view: ClusterView,
+                        by_id: dict[str, NodeView]) -> dict[str, tuple[float, float]]:
+        """(predicted step, its upper bound) of each job on its own nodes (cached)."""
+        now = view.time
+        live = {(j.job_id, j.node_ids) for j in jobs}
+        for k in [k for k in self._expected if k not in live]:
+            del self._expected[k]
+        todo = [j for j in jobs if (hit := self._expected.get((j.job_id, j.node_ids))) is None
+                or now - hit[0] > self.refresh_s]
+        pairs = [(j, tuple(by_id[n] for n in j.node_ids)) for j in todo]
+        for j, p in zip(todo, _predict(self.cost_model, pairs, view), strict=True):
+            self._expected[(j.job_id, j.node_ids)] = (now, p.step, p.step_hi)
+        return {j.job_id: self._expected[(j.job_id, j.node_ids)][1:] for j in jobs}
+
+    def rebalance(self, cluster: ClusterView) -> RebalanceDecision:
+        now = cluster.time
+        by_id = {n.node_id: n for n in cluster.nodes}
+        measured = [j for j in cluster.running
+                    if j.recent_step_time_s and j.steps_done >= self.min_steps and j.node_ids
+                    and all(n in by_id for n in j.node_ids)]
+        expected = self._expected_steps(measured, cluster, by_id)
+        slow: list[tuple[JobView, float]] = []
+        cleared: set[str] = set()
+        for j in measured:
+            _, hi = expected[j.job_id]
+            if j.recent_step_time_s > hi * self.slow_factor:
+                slow.append((j, hi))
+            else:
+                cleared.update(j.node_ids)
+        flags: list[NodeFlag] = []
+        suspects: set[str] = set()
+        for j, hi in slow:
+            for nid in dict.fromkeys(j.node_ids):
+                if nid in cleared:
+                    continue
+                suspects.add(nid)
+                if nid not in self.flagged_at and not by_id[nid].degraded:
+                    flags.append(NodeFlag(node_id=nid, degraded=True, reason=(
+                        f"job {j.job_id} steps in {j.recent_step_time_s:.3g} s, predicted at "
+                        f"most {hi:.3g} s (x{self.slow_factor:g} tolerance)")))
+                self.flagged_at[nid] = now
+        for nid, t in list(self.flagged_at.items()):
+            if nid not in suspects and now - t >= self.recovery_s:
+                del self.flagged_at[nid]
+                if nid in by_id and by_id[nid].degraded:
+                    flags.append(NodeFlag(node_id=nid, degraded=False, reason=(
+                        f"no slowness seen for {now - t:.0f} s (recovery after "
+                        f"{self.recovery_s:g} s)")))
+        migrations = self._migrations(slow, cluster, by_id, suspects)
+        return RebalanceDecision(migrations=tuple(migrations), node_flags=tuple(flags))
+
+    def _migrations(self, slow: Sequence[tuple[JobView, float]], view: ClusterView,
+                    by_id: dict[str, NodeView], bad: set[str]) -> list[Migration]:
+        now = view.time
+        for k in [k for k, t in self.migrated_at.items() if now - t >= self.cooldown_s]:
+            del self.migrated_at[k]
+        movable = [j for j, _ in slow if j.job_id not in self.migrated_at]
+        if not movable:
+            return []
+        healthy = [n for n in by_id.values()
+                   if n.schedulable and n.cpus_total > 0 and n.node_id not in bad]
+        fastest = fastest_first(healthy, self._speed)
+        free = {n.node_id: max(n.cpus_free, 0.0) for n in healthy}
+        options: list[tuple[JobView, NodeIds]] = []
+        for j in movable:
+            for ids in gang_candidates(j, fastest, free, max_single=self.max_candidates - 3,
+                                       alike=self._alike):
+                options.append((j, ids))
+        pairs = [(j, tuple(by_id[n] for n in ids)) for j, ids in options]
+        preds = _predict(self.cost_model, pairs, view)
+        best: dict[str, tuple[float, NodeIds]] = {}
+        for (j, ids), p in zip(options, preds, strict=True):
+            if j.job_id not in best or p.step < best[j.job_id][0]:
+                best[j.job_id] = (p.step, ids)
+        out: list[Migration] = []
+        for j in sorted(movable, key=lambda j: -j.steps_left * (j.recent_step_time_s or 0.0)):
+            if j.job_id not in best:
+                continue
+            step, ids = best[j.job_id]
+            need: dict[str, float] = {}
+            for nid in ids:
+                need[nid] = need.get(nid, 0.0) + j.spec.cpus_per_worker
+            if any(free[nid] + _EPS < c for nid, c in need.items()):
+                continue  # taken by an earlier migration this round
+            saving = j.steps_left * (j.recent_step_time_s - step)
+            if saving <= self.migration_cost_s:
+                continue
+            for nid, c in need.items():
+                free[nid] -= c
+            self.migrated_at[j.job_id] = now
+            out.append(Migration(
+                job_id=j.job_id, from_node_ids=j.node_ids, to_node_ids=ids,
+                predicted_gain_s=saving - self.migration_cost_s,
+                reason=(f"straggler: {j.recent_step_time_s:.3g} s/step measured, "
+                        f"{step:.3g} s/step predicted on {_describe(ids, by_id)}; "
+                        f"{j.steps_left} steps left save {saving:.1f} s > migration cost "
+                        f"{self.migration_cost_s:.1f} s"),
+            ))
+        return out
+
+
+# -- the bundle -------------------------------------------------------------------------------
+
+
+class _PrefetchingOrder:
+    """Orders with `ordering`, then lets the placement predict the round's likely candidates."""
+
+    def __init__(self, ordering: PredictedRemainingOrder, placement: LearnedPlacement) -> None:
+        self.ordering = ordering
+        self.placement = placement
+
+    def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
+        order = self.ordering.order(queued, cluster)
+        self.placement.prepare(order, cluster)
+        return order
+
+
+def learned_policy(
+    cost_model: BatchCostModel,
+    *,
+    name: str = "learned",
+    migration_cost_s: float = 30.0,
+    risk: float = 1.0,
+) -> SchedulingPolicy:
+    """The learned scheduling policy on `cost_model` (AdmitAll admission, backfill on)."""
+    placement = LearnedPlacement(cost_model, risk=risk, policy_name=name)
+    return SchedulingPolicy(
+        name=name,
+        admission=AdmitAll(),
+        ordering=_PrefetchingOrder(PredictedRemainingOrder(cost_model), placement),
+        placement=placement,
+        rebalancing=StragglerRebalance(cost_model, migration_cost_s=migration_cost_s),
+        backfill=True,
+    )
+
+
+def build_learned(cost_model: BatchCostModel) -> SchedulingPolicy:
+    """Registry hook: the lead's `make_policy("learned")` loads a fitted model and calls this."""
+    return learned_policy(cost_model)

@@ -1,0 +1,294 @@
+"""The learned policy's ordering, placement and rebalancing on hand-built views (no Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from raysched.schedulers.decisions import Placement
+from raysched.schedulers.policies.base import AdmitAll
+from raysched.schedulers.policies.learned import (
+    LearnedPlacement,
+    PredictedRemainingOrder,
+    StragglerRebalance,
+    build_learned,
+    learned_policy,
+)
+from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
+from raysched.schedulers.predictor.cost_model import CostModel
+from raysched.schedulers.predictor.synthetic import synthetic_jobs
+from raysched.schedulers.spec import JobSpec
+from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
+
+
+def node(nid: str, total: float = 8, free: float | None = None, **kw: object) -> NodeView:
+    return NodeView(node_id=nid, cpus_total=total, cpus_free=total if free is None else free,
+                    **kw)
+
+
+def job(jid: str, *, steps: int = 100, workers: int = 1, cpus: float = 1.0, t: float = 0.0,
+        priority: int = 0, **kw: object) -> JobView:
+    spec = JobSpec(name=jid, steps=steps, num_workers=workers, cpus_per_worker=cpus,
+                   priority=priority)
+    return JobView(job_id=jid, spec=spec, state=kw.pop("state", JobState.QUEUED),
+                   submit_time=t, **kw)
+
+
+class Counting(OracleCostModel):
+    """The oracle, counting predict_many calls and rows."""
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)
+        self.calls: list[int] = []
+
+    def predict_many(self, pairs, cluster):
+        self.calls.append(len(pairs))
+        return super().predict_many(pairs, cluster)
+
+
+class Unsure(OracleCostModel):
+    """The oracle with a wider upper bound on some nodes (hi = mean * (1 + width))."""
+
+    def __init__(self, *a: object, width: dict[str, float], **kw: object) -> None:
+        super().__init__(*a, **kw)
+        self.width = width
+
+    def predict_many(self, pairs, cluster):
+        b = super().predict_many(pairs, cluster)
+        w = np.array([max(self.width.get(n.node_id, 0.0) for n in ns) for _, ns in pairs])
+        return dataclasses.replace(b, step_time_hi_s=b.step_time_s * (1 + w),
+                                   duration_hi_s=b.duration_s * (1 + w))
+
+
+def oracle(speeds: dict[str, float] | None = None, **kw: object) -> Counting:
+    return Counting(lambda j: 1.0, speeds or {}, **kw)
+
+
+# -- ordering ---------------------------------------------------------------------------------
+
+
+def test_orders_by_predicted_remaining_time_weighted_by_priority_in_one_batch() -> None:
+    model = oracle()
+    view = ClusterView(time=0.0, nodes=(node("n"),))
+    jobs = [job("long", steps=100), job("short", steps=10), job("mid", steps=50)]
+    order = PredictedRemainingOrder(model)
+    assert [j.job_id for j in order.order(jobs, view)] == ["short", "mid", "long"]
+    assert model.calls == [3]  # the whole queue in one predict_many call
+    urgent = [*jobs[1:], job("long", steps=100, priority=5)]  # 100 * exp(-2.5) = 8.2 < 10
+    assert [j.job_id for j in order.order(urgent, view)][0] == "long"
+    assert model.calls == [3]  # cached: priority weights the key, not the prediction
+
+
+def _starvation_run(aging_rate: float, horizon: float = 600.0) -> tuple[float | None, float]:
+    """One-slot cluster; a 100 s job at t=0.5, a 2 s job every 2 s. Returns (start, bound)."""
+    model = OracleCostModel(lambda j: 1.0, {})
+    ordering = PredictedRemainingOrder(model, aging_rate=aging_rate)
+    long_job = job("long", steps=100, t=0.5)
+    queue, busy_until, n, t = [long_job], 0.0, 0, 0.0
+    start = None
+    while t <= horizon:
+        if t % 2 == 0:
+            queue.append(job(f"s{n}", steps=2, t=t))
+            n += 1
+        if t >= busy_until and queue:
+            view = ClusterView(time=t, nodes=(node("slot", total=1),), jobs=tuple(queue))
+            first = ordering.order(queue, view)[0]
+            queue.remove(first)
+            busy_until = t + first.spec.steps * 1.0
+            if first.job_id == "long":
+                start = t
+                break
+        t += 1.0
+    bound = 0.5 + 100 / aging_rate + 2.0 + 1.0 if aging_rate else float("inf")
+    return start, bound
+
+
+def test_aging_bounds_the_wait_of_a_long_job_behind_a_stream_of_short_ones() -> None:
+    start, bound = _starvation_run(aging_rate=0.5)
+    assert start is not None and 150 < start <= bound  # contended, yet within W + one job
+    never, _ = _starvation_run(aging_rate=0.0)
+    assert never is None  # without aging the stream starves it
+
+
+# -- placement --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted() -> CostModel:
+    with threadpool_limits(1):
+        return CostModel(min_rows=20, max_iter=30).fit(synthetic_jobs(150, seed=2))
+
+
+def test_placement_picks_the_faster_node_once_the_model_is_trained(fitted: CostModel) -> None:
+    view = ClusterView(time=2e9, nodes=(node("slow0", speed=0.5), node("fast0", speed=1.0),
+                                        node("slow1", speed=0.5)))
+    with threadpool_limits(1):
+        p = LearnedPlacement(fitted).place(job("j", t=2e9), view)
+    assert fitted.source == "model"
+    assert p is not None and p.node_ids == ("fast0",)
+    assert p.reason.startswith("fastest predicted completion") and "next best" in p.reason
+    assert p.predicted_duration_s and p.predicted_duration_s > 0
+    assert {c.node_ids for c in p.candidates} >= {("fast0",), ("slow0",)}
+
+
+def test_gang_is_placed_whole_or_not_at_all() -> None:
+    placement = LearnedPlacement(oracle())
+    two = ClusterView(time=0.0, nodes=(node("a", 4, 2), node("b", 4, 2)))
+    assert placement.place(job("g", workers=3, cpus=2.0), two) is None
+    three = ClusterView(time=0.0, nodes=(node("a", 4, 2), node("b", 4, 2), node("c", 4, 3)))
+    p = placement.place(job("g", workers=3, cpus=2.0), three)
+    assert p is not None and sorted(p.node_ids) == ["a", "b", "c"]
+    for c in p.candidates:  # every candidate respects every node's free CPUs
+        assert len(c.node_ids) == 3
+        for nid in set(c.node_ids):
+            assert c.node_ids.count(nid) * 2.0 <= three.node(nid).cpus_free
+
+
+def test_memory_infeasible_candidates_are_rejected() -> None:
+    model = oracle(peak_rss_mb=1000.0)
+    view = ClusterView(time=0.0, nodes=(node("fast", memory_free_mb=500.0, speed=1.0),
+                                        node("slow", memory_free_mb=1500.0, speed=0.5)))
+    p = LearnedPlacement(model).place(job("j"), view)
+    assert p is not None and p.node_ids == ("slow",)
+    assert any(c.node_ids == ("fast",) and c.note.startswith("rejected") for c in p.candidates)
+    two = job("j2", workers=2)  # 2 x 1000 MB: too much for either node, or one each
+    assert LearnedPlacement(model).place(two, view) is None
+
+
+def test_an_unsure_prediction_does_not_win_on_the_mean_alone() -> None:
+    # "a" is predicted 1.0 s/step but could be 3.0; "b" 1.25 s/step, at most 1.3125.
+    model = Unsure(lambda j: 1.0, {"a": 1.0, "b": 0.8}, width={"a": 2.0, "b": 0.05})
+    view = ClusterView(time=0.0, nodes=(node("a"), node("b")))
+    assert LearnedPlacement(model, risk=1.0).place(job("j"), view).node_ids == ("b",)
+    assert LearnedPlacement(model, risk=0.0).place(job("j"), view).node_ids == ("a",)
+
+
+def _busy_fast_view(steps_left: int) -> ClusterView:
+    running = job("r", steps=10 + steps_left, cpus=4.0, state=JobState.RUNNING,
+                  node_ids=("fast",), steps_done=10, recent_step_time_s=1.0, start_time=0.0)
+    nodes = (node("fast", total=4, free=0, speed=1.0), node("slow", total=4, speed=0.5))
+    return ClusterView(time=20.0, nodes=nodes, jobs=(running,))
+
+
+def test_waiting_for_a_fast_node_that_frees_soon_beats_a_free_slow_node() -> None:
+    queued = job("q", steps=100, t=15.0)  # 100 s on fast, 200 s on slow
+    soon = _busy_fast_view(steps_left=5)  # fast frees in 5 s: 105 s < 200 s
+    assert LearnedPlacement(oracle()).place(queued, soon) is None
+    late = _busy_fast_view(steps_left=150)  # 150 + 100 s > 200 s: take the slow node now
+    p = LearnedPlacement(oracle()).place(queued, late)
+    assert p is not None and p.node_ids == ("slow",)
+    assert any("wait 150.0 s" in c.note for c in p.candidates)
+    patient = LearnedPlacement(oracle(), max_wait_s=3.0)  # already waited 5 s: stop waiting
+    assert patient.place(queued, soon).node_ids == ("slow",)
+
+
+def test_only_one_job_per_round_counts_on_the_same_busy_node() -> None:
+    soon = _busy_fast_view(steps_left=5)
+    placement = LearnedPlacement(oracle())
+    assert placement.place(job("q1", steps=100, t=15.0), soon) is None  # reserves "fast"
+    p = placement.place(job("q2", steps=100, t=15.0), soon)
+    assert p is not None and p.node_ids == ("slow",)
+
+
+def test_backfill_depth_bounds_the_jobs_evaluated_per_round() -> None:
+    placement = LearnedPlacement(oracle(), max_evaluations=2)
+    view = ClusterView(time=0.0, nodes=(node("n", 8),))
+    got = [placement.place(job(f"j{i}"), view) for i in range(4)]
+    assert [p is not None for p in got] == [True, True, False, False]
+    later = dataclasses.replace(view, time=10.0)  # a new round
+    assert placement.place(job("j3"), later) is not None
+
+
+def _launched(view: ClusterView, p: Placement) -> ClusterView:
+    """The view the controller observes after launching placement `p`."""
+    j = next(j for j in view.jobs if j.job_id == p.job_id)
+    nodes = tuple(dataclasses.replace(
+        n, cpus_free=n.cpus_free - p.node_ids.count(n.node_id) * j.spec.cpus_per_worker)
+        for n in view.nodes)
+    jobs = tuple(dataclasses.replace(x, state=JobState.PLACED, node_ids=p.node_ids,
+                                     start_time=view.time) if x is j else x for x in view.jobs)
+    return dataclasses.replace(view, nodes=nodes, jobs=jobs)
+
+
+def test_learned_policy_round_batches_its_predictions() -> None:
+    model = oracle()  # equal speeds: no busy node is worth waiting for
+    policy = learned_policy(model)
+    assert policy.name == "learned" and policy.backfill and isinstance(policy.admission, AdmitAll)
+    assert build_learned(model).name == "learned"
+    jobs = tuple(job(f"j{i}", steps=10 * (i + 1)) for i in range(6))
+    view = ClusterView(time=0.0, nodes=(node("n0", 2), node("n1", 1), node("n2", 1)), jobs=jobs)
+    order = policy.ordering.order(view.queued, view)
+    assert [j.job_id for j in order] == [f"j{i}" for i in range(6)]
+    placed = []
+    for j in order:  # as the controller does: re-observe after each launch
+        p = policy.placement.place(j, view)
+        if p is not None:
+            placed.append(p)
+            view = _launched(view, p)
+    assert [p.node_ids for p in placed] == [("n0",), ("n0",), ("n1",), ("n2",)]
+    assert len(model.calls) == 2  # one call for the order, one for the round's candidates
+    assert placed[0].policy == "learned"
+
+
+# -- rebalancing ------------------------------------------------------------------------------
+
+
+def _straggler_view(t: float = 0.0, *, observed: float = 3.0, good_degraded: bool = False,
+                    bad_degraded: bool = False) -> ClusterView:
+    """Job s on node 'bad' steps at `observed` s; the oracle predicts 1 s there and on 'good'."""
+    s = job("s", steps=110, state=JobState.RUNNING, node_ids=("bad",), steps_done=10,
+            recent_step_time_s=observed, start_time=0.0)
+    nodes = (node("bad", free=7, degraded=bad_degraded), node("good", degraded=good_degraded))
+    return ClusterView(time=t, nodes=nodes, jobs=(s,))
+
+
+def test_rebalance_migrates_a_straggler_only_when_the_gain_beats_the_cost() -> None:
+    cheap = StragglerRebalance(oracle(), migration_cost_s=30.0)
+    d = cheap.rebalance(_straggler_view())
+    assert [(m.job_id, m.from_node_ids, m.to_node_ids) for m in d.migrations] == [
+        ("s", ("bad",), ("good",))]
+    assert d.migrations[0].predicted_gain_s == pytest.approx(100 * (3.0 - 1.0) - 30.0)
+    dear = StragglerRebalance(oracle(), migration_cost_s=500.0)  # saves 200 s < 500 s
+    assert dear.rebalance(_straggler_view()).migrations == ()
+    assert cheap.rebalance(_straggler_view(t=10.0)).migrations == ()  # cooldown
+
+
+def test_slow_node_is_flagged_degraded_then_healthy_after_recovery() -> None:
+    r = StragglerRebalance(oracle(), recovery_s=300.0, migration_cost_s=1e9)
+    d = r.rebalance(_straggler_view(t=0.0))
+    assert [(f.node_id, f.degraded) for f in d.node_flags] == [("bad", True)]
+    on_time = _straggler_view(t=100.0, observed=1.0, bad_degraded=True)
+    assert r.rebalance(on_time).node_flags == ()  # flagged, but not yet recovered
+    later = dataclasses.replace(on_time, time=301.0)
+    assert [(f.node_id, f.degraded) for f in r.rebalance(later).node_flags] == [("bad", False)]
+    assert r.flagged_at == {}
+
+
+def test_no_migration_to_a_degraded_node() -> None:
+    r = StragglerRebalance(oracle(), migration_cost_s=1.0)
+    assert r.rebalance(_straggler_view(good_degraded=True)).migrations == ()
+
+
+def test_on_time_job_clears_a_shared_node() -> None:
+    view = _straggler_view()
+    ok = job("ok", steps=50, state=JobState.RUNNING, node_ids=("bad",), steps_done=10,
+             recent_step_time_s=1.0, start_time=0.0)
+    view = dataclasses.replace(view, jobs=(*view.jobs, ok))
+    assert StragglerRebalance(oracle()).rebalance(view).node_flags == ()
+
+
+# -- oracle -----------------------------------------------------------------------------------
+
+
+def test_oracle_uses_true_speeds_not_labels() -> None:
+    model = OracleCostModel({"j": 2.0}, {"a": 0.25, "b": 1.0}, overhead_s=3.0)
+    view = ClusterView(time=0.0, nodes=(node("a", speed=1.0), node("b", speed=0.5)))
+    j = job("j", steps=10)
+    gang = model.predict(j, (view.node("a"), view.node("b")), view)
+    assert gang.step_time_s == pytest.approx(2.0 / 0.25)  # the slowest worker's node
+    assert gang.duration_s == gang.duration_hi_s == pytest.approx(10 * 8.0 + 3.0)
+    assert oracle_policy(model).placement.place(j, view).node_ids == ("b",)
+    assert oracle_policy(model).name == "oracle"
