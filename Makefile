@@ -21,16 +21,16 @@ demo: install
 	$(PY) -m raysched.demo
 
 lint: install
-	$(VENV)/bin/ruff check .
+	$(PY) -m ruff check .
 
 test-unit: install
-	$(VENV)/bin/pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit
 
 test-integration: install
-	$(VENV)/bin/pytest -q tests/integration
+	$(PY) -m pytest -q tests/integration
 
 test: install lint
-	$(VENV)/bin/pytest -q tests
+	$(PY) -m pytest -q tests
 
 clean:
 	rm -rf .raysched telemetry_export
