@@ -46,6 +46,7 @@ class _Run:
     attempt: int
     node_ids: tuple[str, ...]
     cpus_per_worker: float
+    workers: int
     launched: float
     steps_seen: int = 0
     recent_step_times: list[float] = dataclasses.field(default_factory=list)
@@ -344,11 +345,30 @@ class Controller:
 
     def _observe(self) -> ClusterView:
         allocated: dict[str, float] = {}
+        unplaced: list[_Run] = []  # left to Ray's placement, nodes not reported yet
         for run in self._runs.values():
-            for node in run.node_ids or tuple(run.observed_nodes):
+            nodes = run.node_ids or tuple(run.observed_nodes)
+            if not nodes:
+                unplaced.append(run)
+            for node in nodes:
                 allocated[node] = allocated.get(node, 0.0) + run.cpus_per_worker
-        return observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views(),
+        view = observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views(),
                                degraded=frozenset(self._degraded))
+        if not unplaced:
+            return view
+        # Charge runs whose nodes Ray has not revealed yet against the emptiest nodes, so a
+        # queue-only policy cannot launch more gangs than the cluster holds.
+        free = {n.node_id: n.cpus_free for n in view.nodes}
+        for run in unplaced:
+            for _ in range(run.workers):
+                node = max(free, key=free.get, default=None)
+                if node is None:
+                    break
+                free[node] = max(0.0, free[node] - run.cpus_per_worker)
+        nodes = tuple(dataclasses.replace(n, cpus_free=free[n.node_id],
+                                          load=1.0 - free[n.node_id] / n.cpus_total)
+                      for n in view.nodes)
+        return dataclasses.replace(view, nodes=nodes)
 
     def _launch(self, job: JobView, placement: Placement, view: ClusterView) -> None:
         row = self.store.get_job(job.job_id)
@@ -391,7 +411,8 @@ class Controller:
         )
         ref = launcher.launch(job.spec, ctx, runner_node_id=self._node_id)
         self._runs[job.job_id] = _Run(ref=ref, attempt=attempt, node_ids=placement.node_ids,
-                                      cpus_per_worker=job.spec.cpus_per_worker, launched=now)
+                                      cpus_per_worker=job.spec.cpus_per_worker,
+                                      workers=job.spec.num_workers, launched=now)
         log.info("launched %s attempt %d on %s", job.job_id, attempt, placement.node_ids)
 
     def _reap(self) -> None:
