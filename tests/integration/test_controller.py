@@ -31,28 +31,42 @@ def test_controller_killed_mid_run_restarts_loses_no_job_and_runs_none_twice(clu
 
     from raysched.platform.client import CONTROLLER_NAME, NAMESPACE, Client
 
-    ids = [client.submit(long_job(f"restart-{i}")) for i in range(2)]
-    wait_for(lambda: all(r["steps_done"] >= 15 for r in client.status() if r["job_id"] in ids),
-             what="both jobs past their first checkpoint")
+    steps = 300
+    ids = [client.submit(long_job(f"restart-{i}", steps=steps)) for i in range(2)]
+
+    def some_job_mid_run() -> bool:
+        rows = [r for r in client.status() if r["job_id"] in ids]
+        return any(r["state"] == "RUNNING" and 15 <= r["steps_done"] < steps - 20 for r in rows)
+
+    wait_for(some_job_mid_run, what="a job past its first checkpoint")
     ray.kill(ray.get_actor(CONTROLLER_NAME, namespace=NAMESPACE), no_restart=False)
     # Ray restarts the actor (max_restarts=-1); it requeues the interrupted jobs from the store.
     fresh = wait_for(lambda: _try_client(Client, cluster.address), what="controller restart")
-    rows = fresh.wait(ids, timeout_s=600)
+    rows = fresh.wait(ids, timeout_s=900)
     store = TelemetryStore(cluster.config.store_path)
+    resumed = 0
     for row in rows:
         assert row["state"] == "SUCCEEDED", row["error"]
-        events = [e["new_state"] for e in store.events(row["job_id"])]
-        assert events.count("SUCCEEDED") == 1
-        assert "controller restarted" in " ".join(e["reason"] for e in store.events(row["job_id"]))
-        steps = store.steps(row["job_id"])
-        attempts = sorted({s["attempt"] for s in steps})
-        assert attempts == [1, 2]
-        first = [s for s in steps if s["attempt"] == 1]
-        second = [s for s in steps if s["attempt"] == 2]
-        # Resumed from a checkpoint (not from step 1), and the attempts never overlapped.
+        events = store.events(row["job_id"])
+        assert [e["new_state"] for e in events].count("SUCCEEDED") == 1
+        record = store.steps(row["job_id"])
+        attempts = sorted({s["attempt"] for s in record})
+        restarted = any("controller restarted" in e["reason"] for e in events)
+        if not restarted:
+            # Finished (or not yet started) before the kill: never run again.
+            assert attempts == [1] and row["attempts"] == 1
+            continue
+        first = [s for s in record if s["attempt"] == 1]
+        second = [s for s in record if s["attempt"] == 2]
+        assert attempts[-1] == 2 and second
+        if not first:
+            continue  # launched but not yet stepping when the controller died
+        resumed += 1
+        # Resumed from a checkpoint (not from step 0), and the attempts never overlapped.
         assert min(s["step"] for s in second) >= 10
         assert max(s["time"] for s in first) < min(s["time"] for s in second)
-        assert max(s["step"] for s in second) == 79
+        assert max(s["step"] for s in second) == steps - 1
+    assert resumed >= 1
 
 
 def _try_client(client_cls, address):

@@ -12,8 +12,8 @@ def test_compressed_and_hetero_sharded_ddp_jobs_train(client):
             "steps": 60, "batch_size": 64, "learning_rate": 0.1}
     ids = [
         client.submit({**base, "name": "ddp-fp16", "options": {"compression": "fp16"}}),
-        client.submit({**base, "name": "ddp-powersgd", "options": {"compression": "powersgd"}}),
-        client.submit({**base, "name": "ddp-hetero", "options": {"hetero_sharding": True}}),
+        client.submit({**base, "name": "ddp-powersgd-hetero",
+                       "options": {"compression": "powersgd", "hetero_sharding": True}}),
     ]
     rows = client.wait(ids, timeout_s=900)
     for row in rows:
