@@ -34,7 +34,10 @@ class ControllerSink:
         return bool(ray.get(controller.report_steps.remote(records=records)))
 
 
-@ray.remote(num_cpus=0, max_retries=0)
+# max_calls=1: the runner's worker process exits when the attempt ends, and with it every actor
+# it owns (Ray Train's TrainController and DatasetManager otherwise outlive fit() in a reused
+# idle worker, one pair of Python processes leaked per finished job).
+@ray.remote(num_cpus=0, max_retries=0, max_calls=1)
 def _run_job_task(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     from raysched.jobs.registry import run_job
 
