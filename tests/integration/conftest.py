@@ -22,6 +22,17 @@ def cluster():
         yield c
 
 
+@pytest.fixture(scope="module")
+def nodes():
+    """Two worker node ids, for the job-kind tests (reuses the session cluster if connected)."""
+    from tests.integration.jobs_support import small_cluster, worker_node_ids
+
+    with small_cluster():
+        ids = worker_node_ids()
+        assert len(ids) >= 2
+        yield ids[:2]
+
+
 @pytest.fixture(scope="session")
 def client(cluster):
     from raysched.platform.client import Client

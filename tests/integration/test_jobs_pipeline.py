@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import ray
@@ -15,8 +13,6 @@ from tests.integration.jobs_support import (
     Collector,
     CollectorSink,
     make_ctx,
-    small_cluster,
-    worker_node_ids,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,14 +33,6 @@ def pp_spec(**kw) -> JobSpec:
         seed=3,
     )
     return JobSpec(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def nodes() -> Iterator[list[str]]:
-    with small_cluster():
-        ids = worker_node_ids()
-        assert len(ids) >= 2
-        yield ids
 
 
 @pytest.fixture(scope="module")

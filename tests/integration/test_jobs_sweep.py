@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from raysched.jobs import sweep
 from raysched.jobs.training_loop import train_single_process
 from raysched.schedulers.spec import JobSpec
-from tests.integration.jobs_support import make_ctx, small_cluster, worker_node_ids
+from tests.integration.jobs_support import make_ctx
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def nodes() -> Iterator[list[str]]:
-    with small_cluster(num_nodes=2):
-        yield worker_node_ids()[:2]
 
 
 def test_trials_run_on_their_nodes_and_the_best_loss_wins(nodes):
