@@ -1,8 +1,15 @@
-"""Data-parallel training with Ray Train's TorchTrainer (DDP, AllReduce over gloo on CPU).
+"""Data-parallel training with Ray Train's TorchTrainer: DDP or FSDP2 over gloo on CPU.
 
 Worker i runs on `ctx.node_ids[i]` through ``ScalingConfig(label_selector=[...])``. Every global
 batch is deterministic in its step, each worker takes its share of it, and checkpoints live in
 the job's checkpoint directory, so a relaunch elsewhere continues the same loss curve.
+
+Option ``parallelism: fsdp`` shards parameters, gradients and optimizer state over the workers
+with ``torch.distributed.fsdp.fully_shard`` (FSDP2; works on gloo, unlike Ray's
+``prepare_model(parallel_strategy="fsdp")``). Checkpoints hold the full, gathered state in the
+same format DDP writes, so a job can stop under one strategy or worker count and resume under
+another. The per-worker loop, `worker_loop`, needs only an initialized process group; Ray's
+`train_loop` is a thin wrapper around it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from raysched.jobs.base import (
     JobContext,
@@ -24,7 +32,10 @@ from raysched.jobs.base import (
 from raysched.jobs.checkpoint import load_checkpoint, save_checkpoint
 from raysched.jobs.data import global_batch, shard_bounds
 from raysched.jobs.models import build_model, loss_fn
+from raysched.jobs.training_loop import make_optimizer
 from raysched.schedulers.spec import JobSpec
+
+MOMENTUM = 0.9  # SGD momentum of data-parallel jobs (both strategies: checkpoints interchange)
 
 
 def worker_shares(spec: JobSpec, ctx: JobContext) -> list[float]:
@@ -51,52 +62,153 @@ def apply_compression(ddp_model: Any, compression: str) -> None:
         raise ValueError(f"unknown compression {compression!r}")
 
 
-def train_loop(config: dict[str, Any]) -> dict[str, Any]:
-    """The per-worker loop Ray Train runs; returns rank 0's summary."""
-    import ray.train
-    from ray.train.torch import prepare_model
+def parallelism(spec: JobSpec) -> str:
+    """The data-parallel strategy a spec asks for: "ddp" (default) or "fsdp"."""
+    return str(spec.options.get("parallelism", "ddp"))
 
-    spec: JobSpec = config["spec"]
-    ctx: JobContext = config["ctx"]
-    train_ctx = ray.train.get_context()
-    rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
-    node_id = current_node_id()
+
+def apply_fsdp(model: nn.Module, world: int) -> nn.Module:
+    """Shard `model` in place with FSDP2: each child with parameters is a unit, then the root.
+
+    Parameters become DTensors sharded on dim 0 over a 1-D CPU mesh of all ranks; gradients
+    are reduce-scattered and averaged over ranks, as DDP's AllReduce averages them.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _full_options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def optimizer_state_by_index(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """An FQN-keyed optimizer state dict (torch.distributed.checkpoint) in `Optimizer` format.
+
+    `names` are the parameter FQNs in the optimizer's order; the result is what
+    ``optimizer.state_dict()`` of the unsharded model returns, which DDP checkpoints hold.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    return {
+        "state": {index[name]: value for name, value in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [index[name] for name in group["params"]]}
+            for group in state["param_groups"]
+        ],
+    }
+
+
+def optimizer_state_by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The inverse of `optimizer_state_by_index`: `Optimizer` format to FQN keys."""
+    return {
+        "state": {names[int(i)]: value for i, value in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [names[int(i)] for i in group["params"]]}
+            for group in state["param_groups"]
+        ],
+    }
+
+
+def gather_fsdp_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Full model and optimizer state on CPU in DDP's checkpoint format (a collective).
+
+    Every rank must call it; only rank 0 gets the tensors (other ranks get empty dicts).
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = _full_options()
+    model_state = get_model_state_dict(model, options=options)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    if not model_state:
+        return {}, {}
+    names = [name for name, _ in model.named_parameters()]
+    return model_state, optimizer_state_by_index(optim_state, names)
+
+
+def load_fsdp_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Load a full checkpoint (either strategy, any world size) into a sharded model."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    names = [name for name, _ in model.named_parameters()]
+    set_model_state_dict(model, state["model"], options=options)
+    set_optimizer_state_dict(
+        model, optimizer, optimizer_state_by_name(state["optimizer"], names), options=options
+    )
+
+
+def worker_loop(
+    spec: JobSpec, ctx: JobContext, *, rank: int, world: int, node_id: str
+) -> dict[str, Any]:
+    """One worker's training loop under an initialized gloo process group (Ray or not).
+
+    Returns a summary: final global loss, steps done, whether it stopped for a migration, and
+    the global loss of every step this attempt ran.
+    """
     torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
-
+    fsdp = parallelism(spec) == "fsdp"
     model = build_model(spec.model, spec.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate, momentum=0.9)
-    start_step = 0
     state = load_checkpoint(ctx.checkpoint_dir)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = int(state["step"])
-    compression = spec.options.get("compression", "none")
-    # PowerSGD on gloo hangs with several gradient buckets: give DDP a single one.
-    ddp_kwargs = {"bucket_cap_mb": 1024} if compression == "powersgd" else {}
-    ddp_model = prepare_model(model, move_to_device=False, parallel_strategy_kwargs=ddp_kwargs)
-    apply_compression(ddp_model, compression)
+    start_step = int(state["step"]) if state is not None else 0
+    if fsdp:
+        forward = apply_fsdp(model, world)
+        optimizer = make_optimizer(model.parameters(), spec.learning_rate, MOMENTUM)
+        if state is not None:
+            load_fsdp_state(model, optimizer, state)
+    else:
+        optimizer = make_optimizer(model.parameters(), spec.learning_rate, MOMENTUM)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        forward = wrap_ddp(model, spec, world)
     lo, hi = shard_bounds(spec.batch_size, worker_shares(spec, ctx), rank)
     reporter = StepReporter(ctx, rank=rank, node_id=node_id)
     fail_at = spec.options.get("fail_at_step")
+    losses: list[float] = []
     loss_value = float("nan")
 
     def checkpoint(step: int) -> None:
+        if fsdp:
+            model_state, optim_state = gather_fsdp_state(model, optimizer)
+        else:
+            model_state, optim_state = model.state_dict(), optimizer.state_dict()
         if rank == 0:
             save_checkpoint(ctx.checkpoint_dir, {
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": step, "model": model_state, "optimizer": optim_state,
                 "loss": loss_value,
             })
         dist.barrier()
+
+    def summary(step: int, stopped: bool) -> dict[str, Any]:
+        return {"loss": loss_value, "step": step, "stopped": stopped, "losses": losses}
 
     for step in range(start_step, spec.steps):
         if fail_at is not None and step == fail_at:
             raise RuntimeError(f"injected failure at step {step}")
         began = time.perf_counter()
         x, y = global_batch(spec.dataset, step, spec.batch_size, spec.seed)
-        loss = loss_fn(spec.model, ddp_model(x[lo:hi]), y[lo:hi])
-        # DDP averages gradients over ranks; weighting by shard size makes the update the
-        # gradient of the whole global batch, whatever the shares.
+        loss = loss_fn(spec.model, forward(x[lo:hi]), y[lo:hi])
+        # DDP and FSDP average gradients over ranks; weighting by shard size makes the update
+        # the gradient of the whole global batch, whatever the shares.
         (loss * (hi - lo) * world / spec.batch_size).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -104,6 +216,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         global_loss = loss.detach() * (hi - lo) / spec.batch_size
         dist.all_reduce(global_loss)
         loss_value = float(global_loss)
+        losses.append(loss_value)
         flushed = reporter.record(step=step, loss=loss_value, step_time_s=elapsed,
                                   samples=hi - lo)
         stop = False
@@ -114,9 +227,34 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         if stop or (spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0):
             checkpoint(step + 1)
         if stop:
-            return {"loss": loss_value, "step": step + 1, "stopped": True}
+            return summary(step + 1, True)
     reporter.flush()
-    return {"loss": loss_value, "step": spec.steps, "stopped": False}
+    return summary(spec.steps, False)
+
+
+def wrap_ddp(model: nn.Module, spec: JobSpec, world: int) -> nn.Module:
+    """DDP around `model` (with the spec's compression hook) when there are several ranks."""
+    if world <= 1:
+        return model  # a single worker has nothing to communicate
+    from torch.nn.parallel import DistributedDataParallel
+
+    compression = spec.options.get("compression", "none")
+    # PowerSGD on gloo hangs with several gradient buckets: give DDP a single one.
+    ddp_kwargs = {"bucket_cap_mb": 1024} if compression == "powersgd" else {}
+    ddp_model = DistributedDataParallel(model, **ddp_kwargs)
+    apply_compression(ddp_model, compression)
+    return ddp_model
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """The per-worker loop Ray Train runs; returns rank 0's summary."""
+    import ray.train
+
+    train_ctx = ray.train.get_context()
+    return worker_loop(
+        config["spec"], config["ctx"], rank=train_ctx.get_world_rank(),
+        world=train_ctx.get_world_size(), node_id=current_node_id(),
+    )
 
 
 def run(spec: JobSpec, ctx: JobContext) -> JobOutcome:

@@ -12,9 +12,11 @@ from raysched.jobs.models import build_model, loss_fn
 from raysched.schedulers.spec import JobSpec
 
 
-def make_optimizer(params: Iterable[torch.Tensor], learning_rate: float) -> torch.optim.SGD:
-    """Plain SGD (no momentum): every kind uses it, so distributed runs match this exactly."""
-    return torch.optim.SGD(params, lr=learning_rate)
+def make_optimizer(
+    params: Iterable[torch.Tensor], learning_rate: float, momentum: float = 0.0
+) -> torch.optim.SGD:
+    """SGD (plain unless `momentum`): every kind uses it, so distributed runs match this exactly."""
+    return torch.optim.SGD(params, lr=learning_rate, momentum=momentum)
 
 
 def batch_loss(model: nn.Module, model_name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -38,12 +40,16 @@ def train_step(
 
 
 def train_single_process(
-    spec: JobSpec, steps: int | None = None, *, learning_rate: float | None = None
+    spec: JobSpec,
+    steps: int | None = None,
+    *,
+    learning_rate: float | None = None,
+    momentum: float = 0.0,
 ) -> list[float]:
     """Losses of `steps` (default spec.steps) full-batch SGD steps on global_batch(step)."""
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.seed)
-    optimizer = make_optimizer(model.parameters(), learning_rate or spec.learning_rate)
+    optimizer = make_optimizer(model.parameters(), learning_rate or spec.learning_rate, momentum)
     losses = []
     for step in range(spec.steps if steps is None else steps):
         x, y = global_batch(spec.dataset, step, spec.batch_size, spec.seed)

@@ -17,6 +17,7 @@ DATASETS: tuple[str, ...] = ("digits", "synthetic_text")
 # Options each kind understands (spec field `options`); anything else is rejected by name.
 KIND_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "data_parallel": {
+        "parallelism": str,  # "ddp" | "fsdp" (FSDP2 fully_shard: sharded params and state)
         "compression": str,  # "none" | "fp16" | "powersgd" (DDP communication hooks)
         "hetero_sharding": bool,
     },
@@ -38,6 +39,7 @@ KIND_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 # Options whose value must be one of a few words.
 OPTION_CHOICES: dict[str, tuple[str, ...]] = {
+    "parallelism": ("ddp", "fsdp"),
     "compression": ("none", "fp16", "powersgd"),
     "schedule": ("gpipe", "1f1b"),
     "mode": ("sync", "async"),
@@ -173,6 +175,10 @@ def validate_spec(spec: JobSpec) -> None:
         if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
             raise SpecError(f"options.{key}", f"{value!r} is not one of "
                                               f"{', '.join(OPTION_CHOICES[key])}")
+    if (spec.options.get("parallelism") == "fsdp"
+            and spec.options.get("compression", "none") != "none"):
+        raise SpecError("options.compression", "compression hooks are DDP communication hooks; "
+                                               "they do not apply with options.parallelism 'fsdp'")
 
 
 def spec_from_dict(data: Mapping[str, Any], *, max_node_cpus: float | None = None) -> JobSpec:
