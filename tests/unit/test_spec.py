@@ -41,6 +41,14 @@ def test_every_example_is_valid(path):
         ({"options": {"warp_drive": True}}, "options.warp_drive", "unknown option"),
         ({"options": {"hetero_sharding": "yes"}}, "options.hetero_sharding", "expected bool"),
         ({"options": []}, "options", "expected dict"),
+        ({"options": {"parallelism": "zero3"}}, "options.parallelism", "not one of ddp, fsdp"),
+        ({"options": {"parallelism": True}}, "options.parallelism", "expected str"),
+        ({"options": {"parallelism": "fsdp", "compression": "fp16"}}, "options.compression",
+         "parallelism 'fsdp'"),
+        ({"options": {"parallelism": "fsdp", "compression": "powersgd"}}, "options.compression",
+         "DDP communication hooks"),
+        ({"kind": "parameter_server", "options": {"parallelism": "fsdp"}}, "options.parallelism",
+         "unknown option"),
     ],
 )
 def test_bad_specs_name_the_field(change, field, fragment):
@@ -91,3 +99,12 @@ def test_option_values_are_checked(options, field):
     with pytest.raises(SpecError) as err:
         spec_from_dict({**GOOD, "options": options})
     assert err.value.field == field
+
+
+@pytest.mark.parametrize("options", [
+    {"parallelism": "fsdp"},
+    {"parallelism": "fsdp", "hetero_sharding": True, "compression": "none"},
+    {"parallelism": "ddp", "compression": "powersgd"},
+])
+def test_data_parallel_strategies(options):
+    assert spec_from_dict({**GOOD, "options": options}).options == options
