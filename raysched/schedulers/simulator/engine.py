@@ -1,7 +1,8 @@
 """The discrete-event loop: replays a trace on a cluster under one policy, event by event.
 
 Events are job arrivals (read in submit order), finishes and policy wake-ups (a running job's
-priority changes, e.g. a Tiresias demotion), kept in a heap; nothing is ticked. After all
+priority changes, e.g. a Tiresias demotion, or a waiting one's, e.g. a Tiresias starvation
+promotion), kept in a heap; nothing is ticked. After all
 events of one instant are applied, each partition they touched gets one scheduling pass:
 - non-preemptive policies: walk the partition's queue in key order and start every job that
   fits (backfill; with `backfill=False` the walk stops at the first job that does not fit);
@@ -29,7 +30,7 @@ from raysched.schedulers.simulator.jobstate import DONE, QUEUED, RUNNING, SimJob
 from raysched.schedulers.simulator.placement import EPS, Alloc, PartitionState
 from raysched.schedulers.simulator.traces import Trace, TraceJob
 
-FINISH, WAKE = 0, 1
+FINISH, WAKE, QWAKE = 0, 1, 2  # QWAKE: a waiting job's key changes
 
 
 class SimulationError(RuntimeError):
@@ -191,6 +192,7 @@ class Simulator:
         self.n_running = 0
         self.n_done = 0
         pol, cfg = self.policy, self.cfg
+        self.queued_change = getattr(pol, "queued_change", None)
         tl_t: list[float] = []
         tl_used: list[float] = []
         tl_q: list[int] = []
@@ -207,13 +209,18 @@ class Simulator:
             while heap and heap[0][0] <= now:
                 _, kind, _, idx, run_id = heapq.heappop(heap)
                 job = jobs[idx]
-                if job.run_id != run_id or job.state != RUNNING:
+                if job.run_id != run_id or job.state != (QUEUED if kind == QWAKE else RUNNING):
                     continue  # stale: the job was stopped or restarted since
                 dirty.add(job.part)
                 if kind == FINISH:
                     self._finish(job, now)
-                else:
+                elif kind == WAKE:
                     self._arm_wake(job, now)
+                else:
+                    part = self.parts[job.part]
+                    self._dequeue(part, job.qentry)
+                    pol.on_queued_change(job, now)
+                    self._enqueue(part, job, now)
             while ai < n and jobs[ai].submit <= now:
                 self._arrive(jobs[ai], now)
                 dirty.add(jobs[ai].part)
@@ -339,7 +346,13 @@ class Simulator:
         q = part.queues.get(job.demand)
         if q is None:
             q = part.queues[job.demand] = []
-        insort(q, (self.policy.key(job, now), job.submit, job.idx))
+        entry = (self.policy.key(job, now), job.submit, job.idx)
+        job.qentry = entry
+        insort(q, entry)
+        if self.queued_change is not None:
+            t = self.queued_change(job, now)
+            if t is not None and t > now:
+                self._push(t, QWAKE, job)
 
     def _dequeue(self, part: PartitionState, entry: tuple) -> None:
         q = part.queues[self.jobs[entry[2]].demand]
@@ -349,9 +362,11 @@ class Simulator:
         self.rekey = False
         for part in self.parts:
             for d, q in part.queues.items():
-                part.queues[d] = sorted(
+                part.queues[d] = q = sorted(
                     (self.policy.key(self.jobs[i], now), s, i) for _, s, i in q
                 )
+                for entry in q:
+                    self.jobs[entry[2]].qentry = entry
 
     # -- scheduling passes -------------------------------------------------------------------------
     def _schedule(self, part: PartitionState, now: float) -> None:

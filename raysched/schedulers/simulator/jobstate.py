@@ -22,7 +22,7 @@ class SimJob:
         "idx", "trace", "submit", "duration", "demand", "part", "state", "work_done",
         "run_start", "progress_start", "speed", "alloc", "alloc_units", "first_start",
         "finish", "run_id", "preemptions", "migrations", "held_s", "pending_overhead",
-        "pcache",
+        "pcache", "qentry",
     )
 
     def __init__(self, idx: int, trace: TraceJob, demand: float, part: int) -> None:
@@ -47,6 +47,7 @@ class SimJob:
         self.held_s = 0.0  # wall seconds holding resources in finished runs
         self.pending_overhead = 0.0  # restart cost to pay on the next start
         self.pcache: Any = None  # free slot for the policy's per-job cache
+        self.qentry: tuple = ()  # the engine's queue entry while the job waits
 
     def executed(self, now: float) -> float:
         """Attained work (seconds at speed 1.0) at time `now`: observable, not an oracle."""
@@ -69,7 +70,9 @@ class SimPolicy(Protocol):
 
     `preemptive` policies are re-evaluated over running and queued jobs at every event and
     may preempt; others only order the queue. `next_change` says when a running job's key
-    changes next (the engine wakes the partition then); `on_finish` returns True when the keys
+    changes next (the engine wakes the partition then); `queued_change` says when a waiting
+    job's key changes next (e.g. a Tiresias starvation promotion): the engine then calls
+    `on_queued_change` and re-files the job; `on_finish` returns True when the keys
     of queued jobs changed (e.g. a retrained model) so the engine re-sorts the queues.
     """
 
@@ -82,5 +85,9 @@ class SimPolicy(Protocol):
     def key(self, job: SimJob, now: float) -> Any: ...
 
     def next_change(self, job: SimJob, now: float) -> float | None: ...
+
+    def queued_change(self, job: SimJob, now: float) -> float | None: ...
+
+    def on_queued_change(self, job: SimJob, now: float) -> None: ...
 
     def on_finish(self, job: SimJob, now: float) -> bool: ...

@@ -36,6 +36,12 @@ class _Base:
     def next_change(self, job: SimJob, now: float) -> float | None:
         return None
 
+    def queued_change(self, job: SimJob, now: float) -> float | None:
+        return None
+
+    def on_queued_change(self, job: SimJob, now: float) -> None:
+        """Called when a waiting job's `queued_change` time came; the engine then re-files it."""
+
     def on_finish(self, job: SimJob, now: float) -> bool:
         return False
 
@@ -72,26 +78,53 @@ class SrtfPolicy(_Base):
 
 class TiresiasPolicy(_Base):
     """Tiresias 2D-LAS: discretised attained service (units x seconds held) picks the priority
-    queue (thresholds in unit-seconds, default one queue boundary at 1 GPU-hour); inside a
-    queue running jobs keep running and waiting ones go FIFO by submit time; jobs crossing a
-    threshold are demoted and may be preempted by jobs of a higher queue."""
+    queue (thresholds in unit-seconds; default one boundary at 5 GPU-hours, as Helios' Philly
+    implementation, and better than 1 GPU-hour on the tuning week 2017-09-24..30); inside a
+    queue running jobs keep running and waiting ones go FIFO by submit time (as in Tiresias'
+    simulator); jobs crossing a threshold are demoted and may be preempted by jobs of a higher
+    queue.
+
+    Starvation avoidance (Tiresias' PROMOTEKNOB): a preempted job that has waited
+    `promote_knob` x the wall time it ran since its last promotion goes back to the highest
+    queue, its attained service counted afresh from there. `promote_knob=None` disables it."""
 
     name = "tiresias"
     preemptive = True
 
-    def __init__(self, thresholds: Sequence[float] = (3600.0,)) -> None:
+    def __init__(
+        self, thresholds: Sequence[float] = (18000.0,), promote_knob: float | None = None
+    ) -> None:
         self.thresholds = sorted(float(t) for t in thresholds)
+        self.promote_knob = promote_knob
+
+    def on_submit(self, job: SimJob, now: float) -> None:
+        job.pcache = 0.0  # attained service at the last promotion
+
+    def _service(self, job: SimJob, now: float) -> float:
+        return job.service(now) - (job.pcache or 0.0)
 
     def key(self, job: SimJob, now: float) -> tuple[int, int, float]:
-        level = bisect_right(self.thresholds, job.service(now))
+        level = bisect_right(self.thresholds, self._service(job, now))
         return (level, 0 if job.state == RUNNING else 1, job.submit)
 
     def next_change(self, job: SimJob, now: float) -> float | None:
-        s = job.service(now)
+        s = self._service(job, now)
         level = bisect_right(self.thresholds, s)
         if level >= len(self.thresholds):
             return None
         return now + (self.thresholds[level] - s) / job.demand + 1e-6
+
+    def queued_change(self, job: SimJob, now: float) -> float | None:
+        """When a waiting job below the highest queue is promoted (None: never)."""
+        if self.promote_knob is None:
+            return None
+        s = self._service(job, now)
+        if bisect_right(self.thresholds, s) == 0:
+            return None
+        return now + self.promote_knob * s / job.demand
+
+    def on_queued_change(self, job: SimJob, now: float) -> None:
+        job.pcache = job.service(now)  # promoted: back to the highest queue
 
 
 class QssfPolicy(_Base):
