@@ -11,6 +11,14 @@ cluster)` for a batch of (job, nodes) candidates with one scikit-learn call per 
 - throughput: ``batch_size / step_time`` samples per second;
 - peak memory: `PeakMemoryRegressor` (its upper bound is what an out-of-memory check should use).
 
+Decision-time path (`predict_many`): a job's spec, history and time columns are built once,
+when the model first sees the job, without pandas; the trees are evaluated by `FlatForest`
+(numpy, no input validation, same numbers as scikit-learn bit for bit) for batches of up to
+`_FLAT_MAX_ROWS` rows; the log step time is cached per row *key* (which side of every split
+threshold each feature is on: equal keys give equal predictions, so the cache is exact); peak
+memory is cached per job. Caches live on the model object and are emptied by `fit`, so a newly
+promoted model starts with fresh ones.
+
 Until a target has `min_rows` training rows the model answers with the calibrated heuristic of
 `heuristics.py` and says so: ``source == "heuristic"`` (else ``"model"``).
 """
@@ -26,7 +34,12 @@ import numpy as np
 import pandas as pd
 
 from raysched.schedulers.predictor import heuristics
-from raysched.schedulers.predictor.estimators import PeakMemoryRegressor, StepTimeRegressor
+from raysched.schedulers.predictor.estimators import (
+    LogTargetRegressor,
+    PeakMemoryRegressor,
+    StepTimeRegressor,
+)
+from raysched.schedulers.predictor.fast_trees import FlatForest
 from raysched.schedulers.predictor.features import (
     FEATURES,
     NODE_FEATURES,
@@ -55,6 +68,9 @@ JOB_COLUMNS = np.array([i for i, name in enumerate(FEATURES) if name not in NODE
 _CLUSTER_LOAD = feature_index("cluster_load")
 _FREE_CPUS = feature_index("log_free_cpus")
 _JOB_CACHE_MAX = 200_000
+_STEP_CACHE_MAX = 200_000
+_FLAT_MAX_ROWS = 256  # above this, scikit-learn's compiled loop is faster than FlatForest
+_UNBUILT = object()
 
 Pair = tuple[JobView, Sequence[NodeView]]
 
@@ -118,8 +134,15 @@ class CostModel:
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.random_state = random_state
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        """Forget everything derived from the fitted estimators (after `fit` or unpickling)."""
         self._job_cache: dict[str, np.ndarray] = {}
         self._rss_cache: dict[str, float] = {}
+        self._step_cache: dict[bytes, float] = {}
+        self._forests: dict[str, Any] = {"step": _UNBUILT, "rss": _UNBUILT}
+        self._cluster_memo: tuple[ClusterView | None, tuple[float, float]] = (None, (0.0, 0.0))
 
     # -- training ---------------------------------------------------------------------------
 
@@ -172,8 +195,7 @@ class CostModel:
             )
         self.feature_medians_ = _column_medians(X)
         self.trained_until_ = float(rows["end_time"].max()) if len(rows) else 0.0
-        self._job_cache = {}
-        self._rss_cache = {}
+        self._reset_caches()
         return self
 
     @property
@@ -227,8 +249,51 @@ class CostModel:
         job_rows = self._job_rows(jobs, cluster.time)
         X = job_rows[ji]  # noqa: N806
         X[:, _NODE_COLS] = np.asarray(node_rows, dtype=float)[ni]
-        X[:, _CLUSTER_LOAD], X[:, _FREE_CPUS] = cluster_features(cluster)
+        X[:, _CLUSTER_LOAD], X[:, _FREE_CPUS] = self._cluster_features(cluster)
         return X, jobs, job_rows, ji
+
+    def _cluster_features(self, cluster: ClusterView) -> tuple[float, float]:
+        """`cluster_features`, remembered for the last view (views are immutable)."""
+        seen, values = self._cluster_memo
+        if seen is not cluster:
+            values = cluster_features(cluster)
+            self._cluster_memo = (cluster, values)
+        return values
+
+    def _forest(self, name: str) -> FlatForest | None:
+        """The flat form of the step ("step") or memory ("rss") model, built on first use."""
+        got = self._forests.get(name, _UNBUILT)
+        if got is _UNBUILT:
+            est = self.step_model_ if name == "step" else self.rss_model_
+            got = self._forests[name] = FlatForest.of(est) if est is not None else None
+        return got
+
+    def _predict_log(self, name: str, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """`predict_log` of the step or memory model: FlatForest for small batches."""
+        est: LogTargetRegressor = self.step_model_ if name == "step" else self.rss_model_
+        forest = self._forest(name) if len(X) <= _FLAT_MAX_ROWS else None
+        if forest is None:
+            return est.predict_log(X)
+        return forest.predict_log(np.ascontiguousarray(X, dtype=np.float64))
+
+    def _cached_log_step(self, X: np.ndarray) -> np.ndarray | None:  # noqa: N803
+        """The step model's log prediction per row through the exact per-key cache, or None
+        when there is no flat form to key by (heuristic, or an unusual estimator)."""
+        forest = self._forest("step") if self.step_model_ is not None else None
+        if forest is None:
+            return None
+        keys = forest.keys(X)
+        cache = self._step_cache
+        miss: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in cache and k not in miss:
+                miss[k] = i
+        if miss:
+            if len(cache) + len(miss) > _STEP_CACHE_MAX:
+                cache.clear()
+            fresh = self._predict_log("step", X[list(miss.values())])
+            cache.update(zip(miss, fresh.tolist(), strict=True))
+        return np.array([cache[k] for k in keys], dtype=np.float64)
 
     # -- prediction -------------------------------------------------------------------------
 
@@ -249,26 +314,29 @@ class CostModel:
         if self.rss_model_ is not None:
             missing = [i for i, j in enumerate(jobs) if j.job_id not in self._rss_cache]
             if missing:
-                fresh = self.rss_model_.predict_log(job_rows[missing][:, JOB_COLUMNS])
+                fresh = self._predict_log("rss", job_rows[missing][:, JOB_COLUMNS])
                 for i, value in zip(missing, fresh, strict=True):
                     self._rss_cache[jobs[i].job_id] = float(value)
             log_rss = np.array([self._rss_cache[j.job_id] for j in jobs])[ji]
         return self.predict_matrix(
-            X, steps_left=steps_left, batch=batch, overhead=overhead, log_rss=log_rss
+            X, steps_left=steps_left, batch=batch, overhead=overhead, log_rss=log_rss,
+            log_step=self._cached_log_step(X),
         )
 
     def predict_matrix(
         self, X: np.ndarray, *, steps_left: np.ndarray, batch: np.ndarray,  # noqa: N803
         overhead: np.ndarray, log_rss: np.ndarray | None = None,
+        log_step: np.ndarray | None = None,
     ) -> PredictionBatch:
         """Predictions from ready feature rows (used by `predict_many` and evaluation).
 
-        `log_rss`, when given, is the memory model's answer per row already (`predict_many`
-        caches it per job: it does not depend on the placement).
+        `log_rss` and `log_step`, when given, are the memory and step models' answers per row
+        already (`predict_many` caches them: memory per job, step time per row key).
         """
         self._check_fitted()
         if self.step_model_ is not None:
-            log_step = self.step_model_.predict_log(X)
+            if log_step is None:
+                log_step = self._predict_log("step", X)
             step = np.exp(log_step)
             step_lo = np.exp(log_step + self.step_model_.residual_lo_)
             step_hi = np.exp(log_step + self.step_model_.residual_hi_)
@@ -280,7 +348,7 @@ class CostModel:
             source = "heuristic"
         if self.rss_model_ is not None:
             if log_rss is None:
-                log_rss = self.rss_model_.predict_log(X[:, JOB_COLUMNS])
+                log_rss = self._predict_log("rss", X[:, JOB_COLUMNS])
             rss = np.exp(log_rss)
             rss_hi = np.exp(log_rss + self.rss_model_.residual_hi_)
         else:
@@ -330,15 +398,12 @@ class CostModel:
     # -- persistence ------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_job_cache"] = {}
-        state["_rss_cache"] = {}
-        return state
+        caches = ("_job_cache", "_rss_cache", "_step_cache", "_forests", "_cluster_memo")
+        return {k: v for k, v in self.__dict__.items() if k not in caches}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._job_cache = {}
-        self._rss_cache = {}
+        self._reset_caches()
 
 
 def _column_medians(X: np.ndarray) -> np.ndarray:  # noqa: N803

@@ -245,8 +245,12 @@ class History:
 
     def features(self, frame: pd.DataFrame, times: np.ndarray) -> np.ndarray:
         """All history columns (in `HISTORY_FEATURES` order) for `frame`'s rows at `times`."""
-        parts = [self.query(g, frame[g].astype(str).tolist(), times) for g in HISTORY_GROUPS]
-        return np.hstack(parts)
+        return self.features_of({g: frame[g].astype(str).tolist() for g in HISTORY_GROUPS},
+                                times)
+
+    def features_of(self, keys: Mapping[str, Sequence[str]], times: np.ndarray) -> np.ndarray:
+        """`features` from each group's keys (`HISTORY_GROUPS` -> one string per row)."""
+        return np.hstack([self.query(g, keys[g], times) for g in HISTORY_GROUPS])
 
 
 def _code(values: Iterable[str], vocabulary: Sequence[str]) -> np.ndarray:
@@ -298,19 +302,33 @@ def spec_matrix(frame: pd.DataFrame, param_counts: Mapping[str, float]) -> np.nd
     """`SPEC_FEATURES` columns for validated job rows."""
     params = frame["param_count"] if "param_count" in frame else pd.Series(np.nan, frame.index)
     params = params.astype(float).fillna(frame["model"].map(param_counts)).to_numpy(float)
-    workers = frame["num_workers"].to_numpy(float)
-    cpw = frame["cpus_per_worker"].to_numpy(float)
+    return _spec_columns(
+        frame["kind"], frame["model"], params, frame["batch_size"].to_numpy(float),
+        frame["steps"].to_numpy(float), frame["num_workers"].to_numpy(float),
+        frame["cpus_per_worker"].to_numpy(float),
+        [frame.get(f"opt_{o}", pd.Series(np.nan, frame.index)).to_numpy(float)
+         for o in _OPTIONS],
+    )
+
+
+_OPTIONS = ("stages", "micro_batches", "num_servers", "num_trials")
+
+
+def _spec_columns(
+    kinds: Iterable[str], models: Iterable[str], params: np.ndarray, batch: np.ndarray,
+    steps: np.ndarray, workers: np.ndarray, cpw: np.ndarray, options: Sequence[np.ndarray],
+) -> np.ndarray:
+    """`SPEC_FEATURES` columns from per-job values (float arrays; options in `_OPTIONS` order)."""
     return np.column_stack([
-        _code(frame["kind"], KINDS),
-        _code(frame["model"], MODELS),
+        _code(kinds, KINDS),
+        _code(models, MODELS),
         np.log(np.maximum(params, 1.0)),
-        np.log(frame["batch_size"].to_numpy(float)),
-        np.log(frame["steps"].to_numpy(float)),
+        np.log(batch),
+        np.log(steps),
         workers,
         cpw,
         np.log(workers * cpw),
-        *(frame.get(f"opt_{o}", pd.Series(np.nan, frame.index)).to_numpy(float)
-          for o in ("stages", "micro_batches", "num_servers", "num_trials")),
+        *options,
     ])
 
 
@@ -379,24 +397,43 @@ def job_frame(jobs: Sequence[JobView], param_counts: Mapping[str, float]) -> pd.
         "submit_time": [j.submit_time for j in jobs],
     }
     for opt in ("stages", "micro_batches", "num_servers", "num_trials"):
-        data[f"opt_{opt}"] = [
-            float(s.options[opt]) if isinstance(s.options.get(opt), int | float) else math.nan
-            for s in specs
-        ]
+        data[f"opt_{opt}"] = [_option(s.options.get(opt)) for s in specs]
     return pd.DataFrame(data)
 
 
 def job_matrix(
     jobs: Sequence[JobView], history: History, param_counts: Mapping[str, float], now: float
 ) -> np.ndarray:
-    """Spec, history (as of `now`) and time columns for jobs; node columns left NaN."""
-    frame = job_frame(jobs, param_counts)
-    out = np.full((len(jobs), len(FEATURES)), np.nan)
+    """Spec, history (as of `now`) and time columns for jobs; node columns left NaN.
+
+    Built from the specs directly (no DataFrame: this runs at decision time); the values are
+    those `job_frame` + `spec_matrix` + `History.features` give, bit for bit.
+    """
+    specs = [j.spec for j in jobs]
+    n = len(jobs)
+    out = np.full((n, len(FEATURES)), np.nan)
+    if not n:
+        return out
     ns, nn, nh = len(SPEC_FEATURES), len(NODE_FEATURES), len(HISTORY_FEATURES)
-    out[:, :ns] = spec_matrix(frame, param_counts)
-    out[:, ns + nn : ns + nn + nh] = history.features(frame, np.full(len(jobs), now))
-    out[:, ns + nn + nh :] = _time_features(frame["submit_time"].to_numpy(float))
+    models = [s.model for s in specs]
+    out[:, :ns] = _spec_columns(
+        [s.kind for s in specs], models,
+        np.array([param_counts.get(m, math.nan) for m in models], dtype=float),
+        np.array([s.batch_size for s in specs], dtype=float),
+        np.array([s.steps for s in specs], dtype=float),
+        np.array([s.num_workers for s in specs], dtype=float),
+        np.array([s.cpus_per_worker for s in specs], dtype=float),
+        [np.array([_option(s.options.get(o)) for s in specs], dtype=float) for o in _OPTIONS],
+    )
+    keys = {"user": [str(s.user) for s in specs], "model": [str(m) for m in models],
+            "kind": [str(s.kind) for s in specs]}
+    out[:, ns + nn : ns + nn + nh] = history.features_of(keys, np.full(n, now))
+    out[:, ns + nn + nh :] = _time_features(np.array([j.submit_time for j in jobs], dtype=float))
     return out
+
+
+def _option(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan
 
 
 def cluster_features(cluster: ClusterView) -> tuple[float, float]:
