@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -68,8 +68,7 @@ class BatchCostModel(Protocol):
     ) -> PredictionArrays: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class _Pred:
+class _Pred(NamedTuple):
     """One candidate's predictions (floats, cached)."""
 
     step: float
@@ -140,11 +139,22 @@ class PredictedRemainingOrder:
     ) -> None:
         if aging_rate < 0:
             raise ValueError(f"aging_rate must be >= 0, got {aging_rate}")
-        self.cost_model = cost_model
         self.priority_weight = priority_weight
         self.aging_rate = aging_rate
         self.refresh_s = refresh_s
         self.refresh_batch = refresh_batch
+        # (priority_weight, priority) -> exp(-priority_weight * priority)
+        self._weights: dict[tuple[float, int], float] = {}
+        self.cost_model = cost_model
+
+    @property
+    def cost_model(self) -> BatchCostModel:
+        """The model asked; assigning a new one (a promoted version) empties the cache."""
+        return self._cost_model
+
+    @cost_model.setter
+    def cost_model(self, model: BatchCostModel) -> None:
+        self._cost_model = model
         # job_id -> (time predicted, steps_left then, remaining_s)
         self._cache: dict[str, tuple[float, int, float]] = {}
         self._ref_key: tuple[float, float] | None = None
@@ -162,31 +172,47 @@ class PredictedRemainingOrder:
 
     def remaining_s(self, queued: Sequence[JobView], cluster: ClusterView) -> dict[str, float]:
         """Predicted remaining run time of each job on the reference node (cached)."""
+        return dict(zip((j.job_id for j in queued), self._remaining(queued, cluster),
+                        strict=True))
+
+    def _remaining(self, queued: Sequence[JobView], cluster: ClusterView) -> list[float]:
+        """`remaining_s` as a list in `queued` order."""
         ref = self.reference_node(cluster)
         ref_key = (ref.speed, ref.cpus_total)
+        cache = self._cache
         if ref_key != self._ref_key:
-            self._cache.clear()
+            cache.clear()
             self._ref_key = ref_key
         now = cluster.time
-        live = {j.job_id for j in queued}
-        for stale in [k for k in self._cache if k not in live]:
-            del self._cache[stale]
+        hits = [cache.get(j.job_id) for j in queued]
+        if len(cache) > len(queued) or None in hits:  # forget jobs no longer queued
+            live = {j.job_id for j in queued}
+            for stale in [k for k in cache if k not in live]:
+                del cache[stale]
         missing: list[JobView] = []
         old: list[tuple[float, JobView]] = []
-        for j in queued:
-            hit = self._cache.get(j.job_id)
+        for j, hit in zip(queued, hits, strict=True):
             if hit is None or hit[1] != j.steps_left:
                 missing.append(j)
             elif now - hit[0] > self.refresh_s:
                 old.append((hit[0], j))
         old.sort(key=lambda t: t[0])
         todo = missing + [j for _, j in old[: self.refresh_batch]]
+        if not todo:
+            return [hit[2] for hit in hits]  # type: ignore[index]
         preds = _predict(
             self.cost_model, [(j, (ref,) * j.spec.num_workers) for j in todo], cluster
         )
         for j, p in zip(todo, preds, strict=True):
-            self._cache[j.job_id] = (now, j.steps_left, p.duration)
-        return {j.job_id: self._cache[j.job_id][2] for j in queued}
+            cache[j.job_id] = (now, j.steps_left, p.duration)
+        return [cache[j.job_id][2] for j in queued]
+
+    def _weight(self, priority: int) -> float:
+        k = (self.priority_weight, priority)
+        w = self._weights.get(k)
+        if w is None:
+            w = self._weights[k] = math.exp(-self.priority_weight * priority)
+        return w
 
     def key(self, job: JobView, remaining_s: float, now: float) -> float:
         """The sort key of the class docstring (lower goes first)."""
@@ -197,10 +223,18 @@ class PredictedRemainingOrder:
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
         if not queued:
             return []
-        remaining = self.remaining_s(queued, cluster)
+        remaining = np.array(self._remaining(queued, cluster), dtype=float)
         now = cluster.time
-        return sorted(queued, key=lambda j: (self.key(j, remaining[j.job_id], now),
-                                             j.submit_time, j.job_id))
+        submit = np.array([j.submit_time for j in queued], dtype=float)
+        weight = np.array([self._weight(j.spec.priority) for j in queued], dtype=float)
+        # `key` for every job at once: the same float operations, in the same order.
+        keys = remaining * weight - self.aging_rate * np.maximum(now - submit, 0.0)
+        if not np.isfinite(keys).all():  # NaN does not sort; leave it to Python as before
+            rem = dict(zip((j.job_id for j in queued), remaining.tolist(), strict=True))
+            return sorted(queued, key=lambda j: (self.key(j, rem[j.job_id], now),
+                                                 j.submit_time, j.job_id))
+        ids = np.array([j.job_id for j in queued])
+        return [queued[i] for i in np.lexsort((ids, submit, keys)).tolist()]
 
 
 # -- candidates -------------------------------------------------------------------------------
@@ -238,8 +272,11 @@ class _NodeIndex:
         self._alike: dict[tuple[str, bool], Hashable] = {}
         self._idle: dict[str, NodeView] = {}
         self._slots: dict[float, int] = {}
-        self._busy: dict[float, dict[float, list[tuple[float, NodeView]]]] = {}
+        self._busy: dict[tuple[float, float], dict[float, _BusyGroup]] = {}
+        self._speeds: list[tuple[NodeView, float]] | None = None
+        self._idle_key: dict[tuple[str, int], Hashable] = {}
         self.ends: dict[str, list[tuple[float, float]]] | None = None
+        self.plans: dict[str, tuple[JobView, _Plan | None]] = {}  # job_id -> (job, plan)
 
     def alike(self, n: NodeView) -> Hashable:
         key = (n.node_id, n.load == 0.0 and n.cpus_free == n.cpus_total)
@@ -256,6 +293,15 @@ class _NodeIndex:
                 n, cpus_free=n.cpus_total, load=0.0, memory_free_mb=0.0)
         return got
 
+    def idle_kind(self, n: NodeView) -> Hashable:
+        """``alike(idle(n))``; for the two signatures the policies use, without the copy."""
+        fn = self._alike_fn
+        if (n.node_id, True) in self._alike or fn not in (_signature, _identity):
+            return self.alike(self.idle(n))
+        if fn is _identity:
+            return n.node_id
+        return (n.speed, n.cpus_total, _load_bucket(0.0), _mem_bucket(0.0))
+
     def slots(self, cpus_per_worker: float) -> int:
         """Workers of this size the free CPUs could hold (all nodes together)."""
         got = self._slots.get(cpus_per_worker)
@@ -264,14 +310,18 @@ class _NodeIndex:
             self._slots[cpus_per_worker] = got
         return got
 
-    def busy(self, total: float, ends: dict[str, list[tuple[float, float]]]
-             ) -> dict[float, list[tuple[float, NodeView]]]:
-        """Per node speed: (wait_s, node) for nodes too full for `total` CPUs now, soonest
-        free first."""
-        got = self._busy.get(total)
+    def busy(self, total: float, ends: dict[str, list[tuple[float, float]]],
+             faster_than: float = -math.inf) -> dict[float, _BusyGroup]:
+        """Per node speed above `faster_than`: (wait_s, node, its kind once idle) for nodes too
+        full for `total` CPUs now, soonest free first, and how many kinds the group holds."""
+        got = self._busy.get((total, faster_than))
         if got is None:
-            got = {}
-            for n in self.sched:
+            if self._speeds is None:
+                self._speeds = [(n, self.speed(n)) for n in self.sched]
+            lists: dict[float, list[tuple[float, NodeView, Hashable]]] = {}
+            for n, speed in self._speeds:
+                if speed <= faster_than:
+                    continue
                 free = self.free[n.node_id]
                 if free + _EPS >= total or n.cpus_total + _EPS < total:
                     continue
@@ -279,12 +329,30 @@ class _NodeIndex:
                     free += cpus
                     if free + _EPS >= total:
                         wait = max(end - self.view.time, 0.0)
-                        got.setdefault(self.speed(n), []).append((wait, n))
+                        lists.setdefault(speed, []).append((wait, n, self.idle_kind(n)))
                         break
-            for v in got.values():
+            got = {}
+            for speed, v in lists.items():
                 v.sort(key=lambda t: (t[0], t[1].node_id))
-            self._busy[total] = got
+                got[speed] = _BusyGroup(v, len({kind for _, _, kind in v}))
+            self._busy[(total, faster_than)] = got
         return got
+
+
+class _BusyGroup(NamedTuple):
+    """Busy nodes of one speed, soonest free first: (wait_s, node, kind once idle)."""
+
+    nodes: list[tuple[float, NodeView, Hashable]]
+    n_kinds: int
+
+
+class _Plan(NamedTuple):
+    """A job's free candidates on one view, their prediction keys, and the speed a busy node
+    must beat to be worth waiting for (computed once per view: `prepare`, then `place`)."""
+
+    cands: list[_Cand]
+    keys: list[Hashable]
+    faster_than: float
 
 
 def _signature(n: NodeView) -> Hashable:
@@ -415,14 +483,19 @@ def _spread(nodes: Sequence[NodeView], free: dict[str, float], nw: int, cpw: flo
 # -- placement --------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _Scored:
+class _Scored(NamedTuple):
+    """One candidate with its predictions and score."""
+
     node_ids: NodeIds
     score: float
     pred: _Pred
     wait_s: float = 0.0
     busy: bool = False  # a busy node: waiting for it, not placing now
     rejected: str = ""
+
+
+def _rank(s: _Scored) -> tuple[bool, float]:
+    return (bool(s.rejected), s.score)
 
 
 class LearnedPlacement:
@@ -457,7 +530,6 @@ class LearnedPlacement:
         round_ttl_s: float = 5.0,
         policy_name: str = "learned",
     ) -> None:
-        self.cost_model = cost_model
         self.risk = risk
         self.max_candidates = max(max_candidates, 4)
         self.max_wait_candidates = max_wait_candidates
@@ -466,13 +538,24 @@ class LearnedPlacement:
         self.max_evaluations = max_evaluations
         self.round_ttl_s = round_ttl_s
         self.policy_name = policy_name
+        self._new_round(-math.inf)
+        self.cost_model = cost_model
+
+    @property
+    def cost_model(self) -> BatchCostModel:
+        """The model asked; assigning a new one (a promoted version) empties the caches."""
+        return self._cost_model
+
+    @cost_model.setter
+    def cost_model(self, model: BatchCostModel) -> None:
+        self._cost_model = model
+        self._speed = _model_speed(model)
+        self._alike = _alike(model)
+        self._place_key = _place_key(model)
         self._index: _NodeIndex | None = None
         self._round: dict[Hashable, _Pred] = {}
-        self._new_round(-math.inf)
+        self._prepared = False  # the round's prefetch was the old model's: predict as needed
         self._running_dur: dict[tuple[str, int], float] = {}
-        self._speed = _model_speed(cost_model)
-        self._alike = _alike(cost_model)
-        self._place_key = _place_key(cost_model)
 
     # -- per-view and per-round caches ------------------------------------------------------
 
@@ -494,20 +577,39 @@ class LearnedPlacement:
         self._prepared = prepared
         self._reserved: set[str] = set()
 
-    def _plan(self, job: JobView, idx: _NodeIndex
-              ) -> tuple[list[_Cand], list[tuple[NodeIds, float, _Cand]]]:
-        """The free candidates of `job` and the busy ones worth waiting for (no predictions)."""
-        if idx.slots(job.spec.cpus_per_worker) < job.spec.num_workers:
-            return [], []
-        cands = [(ids, tuple(idx.by_id[n] for n in ids))
-                 for ids in self._candidates(job, idx, idx.free)]
-        if not cands:
-            return [], []
-        faster_than = max(min(self._speed(n) for n in nodes) for _, nodes in cands)
+    def _plan(self, job: JobView, idx: _NodeIndex) -> _Plan | None:
+        """The free candidates of `job` on this view (no predictions), memoised per view;
+        None when it fits nowhere now."""
+        seen = idx.plans.get(job.job_id)
+        if seen is not None and seen[0] is job:
+            return seen[1]
+        spec = job.spec
+        got = None
+        if idx.slots(spec.cpus_per_worker) >= spec.num_workers:
+            cands = [(ids, tuple(idx.by_id[n] for n in ids))
+                     for ids in self._candidates(job, idx, idx.free)]
+            if cands:
+                speed = self._speed
+                faster_than = max(min(speed(n) for n in nodes) for _, nodes in cands)
+                keys = [self._key(job, c) for c in cands]
+                got = _Plan(cands, keys, faster_than)
+        idx.plans[job.job_id] = (job, got)
+        return got
+
+    def _busy(self, job: JobView, idx: _NodeIndex, plan: _Plan
+              ) -> list[tuple[NodeIds, float, _Cand, Hashable]]:
+        """The busy candidates worth waiting for, with their prediction keys (no predictions):
+        (ids, wait_s, (ids, nodes as predicted), key)."""
         nw = job.spec.num_workers
-        busy = [(ids, wait, (ids, (after,) * nw))
-                for ids, wait, after in self._busy_candidates(job, idx, faster_than)]
-        return cands, busy
+        out = []
+        for ids, wait, after in self._busy_candidates(job, idx, plan.faster_than):
+            cand = (ids, (after,) * nw)
+            memo = idx._idle_key
+            block = memo.get((ids[0], nw))
+            if block is None:
+                block = memo[(ids[0], nw)] = self._place_key(*cand)
+            out.append((ids, wait, cand, (job.job_id, job.steps_left, block)))
+        return out
 
     def prepare(self, order: Sequence[JobView], view: ClusterView) -> None:
         """Predict, in one call, every candidate of the jobs this round will evaluate.
@@ -517,17 +619,18 @@ class LearnedPlacement:
         """
         self._new_round(view.time, prepared=True)
         idx = self._nodes(view)
-        pairs: list[tuple[JobView, _Cand]] = []
+        todo: list[tuple[Hashable, JobView, _Cand]] = []
         covered = 0
         for job in order:
             if covered >= self.max_evaluations:
                 break
-            cands, busy = self._plan(job, idx)
-            if not cands:
+            plan = self._plan(job, idx)
+            if plan is None:
                 continue
             covered += 1
-            pairs += [(job, c) for c in cands] + [(job, c) for _, _, c in busy]
-        self._fill([(self._key(j, c), j, c) for j, c in pairs], view)
+            todo += [(k, job, c) for k, c in zip(plan.keys, plan.cands, strict=True)]
+            todo += [(k, job, c) for _, _, c, k in self._busy(job, idx, plan)]
+        self._fill(todo, view)
 
     def _key(self, job: JobView, cand: _Cand) -> Hashable:
         return (job.job_id, job.steps_left, self._place_key(cand[0], cand[1]))
@@ -537,17 +640,18 @@ class LearnedPlacement:
         for k, job, (_, nodes) in todo:
             if k not in self._round and k not in missing:
                 missing[k] = (job, nodes)
+        if not missing:
+            return
         preds = _predict(self.cost_model, list(missing.values()), view)
         self._round.update(zip(missing, preds, strict=True))
 
-    def _predictions(self, job: JobView, cands: Sequence[_Cand], view: ClusterView
+    def _predictions(self, todo: Sequence[tuple[Hashable, JobView, _Cand]], view: ClusterView
                      ) -> list[_Pred]:
-        """Predictions for (node ids, nodes as predicted) candidates, from the round's cache."""
+        """Predictions for (key, job, candidate) triples, from the round's cache."""
         if view.time - self._round_time > self.round_ttl_s:
             self._new_round(view.time)
-        keys = [self._key(job, c) for c in cands]
-        self._fill([(k, job, c) for k, c in zip(keys, cands, strict=True)], view)
-        return [self._round[k] for k in keys]
+        self._fill(todo, view)
+        return [self._round[k] for k, _, _ in todo]
 
     # -- waiting for busy nodes -------------------------------------------------------------
 
@@ -593,16 +697,19 @@ class LearnedPlacement:
             return []
         nw = job.spec.num_workers
         pool: list[tuple[float, NodeView]] = []
-        busy = idx.busy(nw * job.spec.cpus_per_worker, self._node_ends(idx))
-        for speed, soonest in busy.items():
+        busy = idx.busy(nw * job.spec.cpus_per_worker, self._node_ends(idx), faster_than)
+        reserved = self._reserved
+        for speed, (soonest, n_kinds) in busy.items():
             if speed <= faster_than:
                 continue
             taken: set[Hashable] = set()
-            for wait, n in soonest:
-                if wait > self.max_wait_s or len(taken) >= self.max_wait_candidates:
+            # Past `n_kinds` taken no later node can be added: stop there (same result).
+            most = min(self.max_wait_candidates, n_kinds)
+            for wait, n, kind in soonest:
+                if wait > self.max_wait_s or len(taken) >= most:
                     break
-                if n.node_id not in self._reserved and idx.alike(idx.idle(n)) not in taken:
-                    taken.add(idx.alike(idx.idle(n)))
+                if n.node_id not in reserved and kind not in taken:
+                    taken.add(kind)
                     pool.append((wait, n))
         pool.sort(key=lambda t: (t[0], t[1].node_id))
         out: list[tuple[NodeIds, float, NodeView]] = []
@@ -637,23 +744,25 @@ class LearnedPlacement:
     def evaluate(self, job: JobView, view: ClusterView) -> list[_Scored]:
         """Every candidate considered for `job`, best first (rejected ones last)."""
         idx = self._nodes(view)
-        cands, busy = self._plan(job, idx)
-        if not cands:
+        plan = self._plan(job, idx)
+        if plan is None:
             return []
+        busy = self._busy(job, idx, plan)
+        todo = [(k, job, c) for k, c in zip(plan.keys, plan.cands, strict=True)]
         if self._prepared:  # later in a prepared round: keep to what was predicted, if any
-            known = [c for c in cands if self._key(job, c) in self._round]
-            cands = known or cands
+            known = [t for t in todo if t[0] in self._round]
+            todo = known or todo
         scored = []
-        for (ids, _), p in zip(cands, self._predictions(job, cands, view), strict=True):
+        for (_, _, (ids, _)), p in zip(todo, self._predictions(todo, view), strict=True):
             problem = self._memory_problem(job, ids, p, idx.by_id)
             scored.append(_Scored(ids, self.score(p), p, rejected=problem))
         if self._prepared:
-            busy = [b for b in busy if self._key(job, b[2]) in self._round]
+            busy = [b for b in busy if b[3] in self._round]
         if busy and any(not s.rejected for s in scored):
-            preds = self._predictions(job, [c for _, _, c in busy], view)
-            for (ids, wait, _), p in zip(busy, preds, strict=True):
+            preds = self._predictions([(k, job, c) for _, _, c, k in busy], view)
+            for (ids, wait, _, _), p in zip(busy, preds, strict=True):
                 scored.append(_Scored(ids, self.score(p, wait), p, wait_s=wait, busy=True))
-        scored.sort(key=lambda s: (bool(s.rejected), s.score))
+        scored.sort(key=_rank)
         return scored
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
@@ -661,6 +770,12 @@ class LearnedPlacement:
             self._new_round(cluster.time)
         if self._evaluated >= self.max_evaluations:
             return None  # backfill depth reached: later jobs wait for the next round
+        idx = self._index
+        if idx is None or idx.view is not cluster:
+            idx = self._nodes(cluster)
+        spec = job.spec
+        if idx.slots(spec.cpus_per_worker) < spec.num_workers:
+            return None  # fits nowhere now (what `evaluate` would find, without the work)
         scored = self.evaluate(job, cluster)
         if scored:
             self._evaluated += 1
@@ -735,7 +850,6 @@ class StragglerRebalance:
         refresh_s: float = 60.0,
         max_candidates: int = 8,
     ) -> None:
-        self.cost_model = cost_model
         self.slow_factor = slow_factor
         self.min_steps = min_steps
         self.migration_cost_s = migration_cost_s
@@ -745,9 +859,20 @@ class StragglerRebalance:
         self.max_candidates = max(max_candidates, 4)
         self.flagged_at: dict[str, float] = {}  # node -> time of the latest slowness evidence
         self.migrated_at: dict[str, float] = {}  # job -> time of its last migration
+        self.cost_model = cost_model
+
+    @property
+    def cost_model(self) -> BatchCostModel:
+        """The model asked; assigning a new one (a promoted version) empties the cache of
+        expected step times (the observations behind flags and cooldowns are kept)."""
+        return self._cost_model
+
+    @cost_model.setter
+    def cost_model(self, model: BatchCostModel) -> None:
+        self._cost_model = model
         self._expected: dict[tuple[str, NodeIds], tuple[float, float, float]] = {}
-        self._speed = _model_speed(cost_model)
-        self._alike = _alike(cost_model)
+        self._speed = _model_speed(model)
+        self._alike = _alike(model)
 
     def _expected_steps(self, jobs: Sequence[JobView], view: ClusterView,
                         by_id: dict[str, NodeView]) -> dict[str, tuple[float, float]]:
@@ -859,6 +984,16 @@ class _PrefetchingOrder:
     def __init__(self, ordering: PredictedRemainingOrder, placement: LearnedPlacement) -> None:
         self.ordering = ordering
         self.placement = placement
+
+    @property
+    def cost_model(self) -> BatchCostModel:
+        """The ordering's model; the controller assigns a promoted one here (and to the
+        placement and rebalancing parts itself)."""
+        return self.ordering.cost_model
+
+    @cost_model.setter
+    def cost_model(self, model: BatchCostModel) -> None:
+        self.ordering.cost_model = model
 
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
         order = self.ordering.order(queued, cluster)
