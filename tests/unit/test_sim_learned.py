@@ -122,3 +122,28 @@ def test_gittins_rank_of_a_point_mass_is_the_remaining_time():
     # two-point distribution: a quick probe first (rank < mean)
     r0 = gittins_rank_table(np.array([0.1, 10.0]), np.array([0.0]))[0]
     assert r0 == pytest.approx((0.1 + 0.1) / 1)  # probe 0.1: E[min]=0.1, P=0.5 -> 0.2
+
+
+def test_burst_siblings_are_repredicted_only_when_one_of_them_finishes():
+    model = OnlineDurationModel(burst_gap_s=30.0)
+    mk = [TraceJob(job_id=str(i), submit_s=1e9 + s, duration_s=0, gpus=1, vc="a")
+          for i, s in enumerate((0, 10, 20, 100))]  # 0-2: one burst; 3: 80 s later, its own
+    for i, j in enumerate(mk):
+        model.submit(i, j)
+    prior = dict(model.mu)
+    assert model.informed == set() and model.changed_ == []
+    model.finish(0, mk[0], 500.0)
+    assert sorted(model.changed_) == [1, 2]  # the siblings, not job 3
+    assert model.mu[1] == model.mu[2] == pytest.approx(np.log(500.0))
+    assert model.mu[3] == prior[3] and model.informed == {1, 2}
+    model.finish(1, mk[1], 2000.0)  # burst mean of finished log durations
+    assert model.changed_ == [2] and model.mu[2] == pytest.approx(np.log(1000.0))
+    late = TraceJob(job_id="4", submit_s=1e9 + 120, duration_s=0, gpus=1, vc="a")
+    model.submit(4, late)  # joins job 3's burst, none of which finished: no burst evidence
+    assert 4 not in model.informed
+
+
+def test_learned_refiles_only_the_siblings_and_stays_consistent():
+    tr = vc_trace(300, seed=2)
+    r, _ = run(tr, learned())
+    assert len(r.job_ids) == 300 and (r.finish > r.submit).all()

@@ -187,6 +187,7 @@ class Simulator:
         self.heap: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
         self.rekey = False
+        self.rekey_jobs: list[int] = []  # jobs whose key a policy changed (e.g. new evidence)
         self.events: list[SimEvent] = []
         self.n_queued = 0
         self.n_running = 0
@@ -228,6 +229,8 @@ class Simulator:
             if self.rekey:
                 self._rekey_all(now)
                 dirty.update(p.index for p in parts if p.queued)
+            elif self.rekey_jobs:
+                dirty.update(self._rekey_some(now))
             if not dirty:
                 continue  # only stale events at this instant
             for p in sorted(dirty):
@@ -329,8 +332,11 @@ class Simulator:
         self.n_done += 1
         self._log(now, "finish", job, job.alloc)
         job.alloc = ()
-        if self.policy.on_finish(job, now):
+        changed = self.policy.on_finish(job, now)
+        if changed is True:
             self.rekey = True
+        elif changed:
+            self.rekey_jobs.extend(changed)
 
     def _preempt(self, job: SimJob, part: PartitionState, now: float) -> None:
         alloc = job.alloc
@@ -367,6 +373,21 @@ class Simulator:
                 )
                 for entry in q:
                     self.jobs[entry[2]].qentry = entry
+
+    def _rekey_some(self, now: float) -> set[int]:
+        """Re-file the waiting jobs among `rekey_jobs`; returns the partitions touched."""
+        touched: set[int] = set()
+        for i in dict.fromkeys(self.rekey_jobs):
+            job = self.jobs[i]
+            if job.state == QUEUED:
+                part = self.parts[job.part]
+                self._dequeue(part, job.qentry)
+                self._enqueue(part, job, now)
+                touched.add(job.part)
+            elif job.state == RUNNING:
+                touched.add(job.part)
+        self.rekey_jobs.clear()
+        return touched
 
     # -- scheduling passes -------------------------------------------------------------------------
     def _schedule(self, part: PartitionState, now: float) -> None:

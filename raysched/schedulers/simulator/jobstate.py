@@ -73,7 +73,9 @@ class SimPolicy(Protocol):
     changes next (the engine wakes the partition then); `queued_change` says when a waiting
     job's key changes next (e.g. a Tiresias starvation promotion): the engine then calls
     `on_queued_change` and re-files the job; `on_finish` returns True when the keys
-    of queued jobs changed (e.g. a retrained model) so the engine re-sorts the queues.
+    of queued jobs changed (e.g. a retrained model) so the engine re-sorts the queues, or the
+    indices of the jobs whose keys changed (e.g. siblings of the finished job) to re-file only
+    those.
     """
 
     name: str
@@ -90,4 +92,4 @@ class SimPolicy(Protocol):
 
     def on_queued_change(self, job: SimJob, now: float) -> None: ...
 
-    def on_finish(self, job: SimJob, now: float) -> bool: ...
+    def on_finish(self, job: SimJob, now: float) -> bool | list[int]: ...

@@ -159,7 +159,10 @@ class LearnedPolicy(_Base):
     (default: factors of two) with FIFO inside a class, so jobs whose predictions differ by less
     than the predictor's error (log-duration residual s.d. is 1.2-1.8 on Philly, i.e. a factor
     of 3-6) do not preempt each other back and forth: within a class running jobs keep running.
-    `class_base=None` orders by the raw rank."""
+    `class_base=None` orders by the raw rank.
+
+    When a job finishes, the model re-predicts the still-active members of its submission burst
+    (online_predictor.py) and only those are re-filed (`on_finish` returns their indices)."""
 
     name = "learned"
     preemptive = True
@@ -200,10 +203,11 @@ class LearnedPolicy(_Base):
 
     def key(self, job: SimJob, now: float) -> float | tuple[int, int, float]:
         cache = job.pcache
+        version = (self.model.version, self.model.job_version.get(job.idx, 0))
         if (
             cache is not None
             and now < cache[1]
-            and cache[0] == self.model.version
+            and cache[0] == version
             and cache[2] == job.run_id
         ):
             return cache[3]
@@ -221,7 +225,7 @@ class LearnedPolicy(_Base):
             level = math.floor(math.log(max(value, 1.0)) / self.log_class_base)
             value = (level, 0 if job.state == RUNNING else 1, job.submit)
         valid = self._crossing(job, now, done, bucket) if job.state == RUNNING else math.inf
-        job.pcache = (self.model.version, valid, job.run_id, value)
+        job.pcache = (version, valid, job.run_id, value)
         return value
 
     def _crossing(self, job: SimJob, now: float, done: float, bucket: int) -> float:
@@ -233,11 +237,12 @@ class LearnedPolicy(_Base):
         done = job.executed(now)
         return self._crossing(job, now, done, self._bucket(done))
 
-    def on_finish(self, job: SimJob, now: float) -> bool:
+    def on_finish(self, job: SimJob, now: float) -> bool | list[int]:
         changed = self.model.finish(job.idx, job.trace, job.duration)  # finished: now known
         if changed:
             self.refit_times.append(now)
-        return changed
+            return True
+        return self.model.changed_  # siblings of its submission burst
 
 
 def make_policy(name: str, **kwargs: Any) -> _Base:
