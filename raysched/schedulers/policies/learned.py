@@ -43,6 +43,11 @@ from raysched.schedulers.decisions import (
     RebalanceDecision,
 )
 from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy
+from raysched.schedulers.policies.straggler_signals import (
+    StragglerSignal,
+    calibration,
+    straggler_signal,
+)
 from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
 
 _EPS = 1e-9
@@ -265,9 +270,10 @@ class _NodeIndex:
         self.by_id = {n.node_id: n for n in view.nodes}
         self.sched = [n for n in view.nodes if n.schedulable and n.cpus_total > 0]
         self.speed = speed
-        self.fastest = fastest_first(self.sched, speed)
         self.free = {n.node_id: max(n.cpus_free, 0.0) for n in self.sched}
-        self.with_room = [n for n in self.fastest if self.free[n.node_id] > _EPS]
+        # Nodes with free CPUs, fastest first (the order of all nodes, without the full ones).
+        self.with_room = fastest_first([n for n in self.sched if self.free[n.node_id] > _EPS],
+                                       speed)
         self._alike_fn = alike
         self._alike: dict[tuple[str, bool], Hashable] = {}
         self._idle: dict[str, NodeView] = {}
@@ -277,6 +283,7 @@ class _NodeIndex:
         self._idle_key: dict[tuple[str, int], Hashable] = {}
         self.ends: dict[str, list[tuple[float, float]]] | None = None
         self.plans: dict[str, tuple[JobView, _Plan | None]] = {}  # job_id -> (job, plan)
+        self.blocks: dict[NodeIds, Hashable] = {}  # candidate node ids -> placement key
 
     def alike(self, n: NodeView) -> Hashable:
         key = (n.node_id, n.load == 0.0 and n.cpus_free == n.cpus_total)
@@ -591,7 +598,14 @@ class LearnedPlacement:
             if cands:
                 speed = self._speed
                 faster_than = max(min(speed(n) for n in nodes) for _, nodes in cands)
-                keys = [self._key(job, c) for c in cands]
+                blocks = idx.blocks
+                head = (job.job_id, job.steps_left)
+                keys = []
+                for c in cands:
+                    block = blocks.get(c[0])
+                    if block is None:
+                        block = blocks[c[0]] = self._place_key(c[0], c[1])
+                    keys.append((*head, block))
                 got = _Plan(cands, keys, faster_than)
         idx.plans[job.job_id] = (job, got)
         return got
@@ -823,13 +837,15 @@ def _candidate(s: _Scored) -> Candidate:
 class StragglerRebalance:
     """Find jobs running slower than predicted, flag their nodes, migrate when it pays.
 
-    A running job with at least `min_steps` steps whose measured step time exceeds
-    ``step_time_hi * slow_factor`` (its predicted interval's upper end on its own nodes) is a
-    straggler, and its nodes are suspects; a suspect node also running an on-time job is cleared
-    (the slowness is then the straggler's own). Suspects are flagged degraded. A straggler is
-    migrated to the free, healthy candidate with the lowest predicted step time when
-    ``steps_left * (observed_step - predicted_step_there) > migration_cost_s``; the migration's
-    `predicted_gain_s` is that saving minus the migration cost. A job is not migrated again
+    A running job with at least `min_steps` steps whose measured step time exceeds ``step_time_hi *
+    slow_factor`` (its predicted interval's upper end on its own nodes), or ``self_factor`` times
+    its own baseline (its early steps on the same nodes; see `straggler_signals`), is a straggler,
+    and its nodes are suspects; a suspect node also running an on-time job is cleared (the slowness
+    is then the straggler's own). Suspects are flagged degraded. A straggler is migrated to the
+    free, healthy candidate with the lowest predicted step time when ``steps_left * (observed_step -
+    predicted_step_there) > migration cost`` (predictions rescaled to the job's measured baseline;
+    the cost measured on the cluster when the view carries it, else `migration_cost_s`); the
+    migration's `predicted_gain_s` is that saving minus the cost. A job is not migrated again
     within `cooldown_s`.
 
     Stateful, deliberately: the view carries no memory of when a node was last seen slow, so the
@@ -843,6 +859,7 @@ class StragglerRebalance:
         cost_model: BatchCostModel,
         *,
         slow_factor: float = 1.5,
+        self_factor: float = 2.0,
         min_steps: int = 5,
         migration_cost_s: float = 30.0,
         recovery_s: float = 300.0,
@@ -851,6 +868,7 @@ class StragglerRebalance:
         max_candidates: int = 8,
     ) -> None:
         self.slow_factor = slow_factor
+        self.self_factor = self_factor
         self.min_steps = min_steps
         self.migration_cost_s = migration_cost_s
         self.recovery_s = recovery_s
@@ -895,25 +913,25 @@ class StragglerRebalance:
                     if j.recent_step_time_s and j.steps_done >= self.min_steps and j.node_ids
                     and all(n in by_id for n in j.node_ids)]
         expected = self._expected_steps(measured, cluster, by_id)
-        slow: list[tuple[JobView, float]] = []
+        slow: list[tuple[JobView, StragglerSignal]] = []
         cleared: set[str] = set()
         for j in measured:
-            _, hi = expected[j.job_id]
-            if j.recent_step_time_s > hi * self.slow_factor:
-                slow.append((j, hi))
+            signal = straggler_signal(j, expected[j.job_id][1], slow_factor=self.slow_factor,
+                                      self_factor=self.self_factor)
+            if signal is not None:
+                slow.append((j, signal))
             else:
                 cleared.update(j.node_ids)
         flags: list[NodeFlag] = []
         suspects: set[str] = set()
-        for j, hi in slow:
+        for j, signal in slow:
             for nid in dict.fromkeys(j.node_ids):
                 if nid in cleared:
                     continue
                 suspects.add(nid)
                 if nid not in self.flagged_at and not by_id[nid].degraded:
-                    flags.append(NodeFlag(node_id=nid, degraded=True, reason=(
-                        f"job {j.job_id} steps in {j.recent_step_time_s:.3g} s, predicted at "
-                        f"most {hi:.3g} s (x{self.slow_factor:g} tolerance)")))
+                    flags.append(NodeFlag(node_id=nid, degraded=True,
+                                          reason=f"job {j.job_id} {signal.describe()}"))
                 self.flagged_at[nid] = now
         for nid, t in list(self.flagged_at.items()):
             if nid not in suspects and now - t >= self.recovery_s:
@@ -922,12 +940,19 @@ class StragglerRebalance:
                     flags.append(NodeFlag(node_id=nid, degraded=False, reason=(
                         f"no slowness seen for {now - t:.0f} s (recovery after "
                         f"{self.recovery_s:g} s)")))
-        migrations = self._migrations(slow, cluster, by_id, suspects)
+        migrations = self._migrations(slow, cluster, by_id, suspects, expected)
         return RebalanceDecision(migrations=tuple(migrations), node_flags=tuple(flags))
 
-    def _migrations(self, slow: Sequence[tuple[JobView, float]], view: ClusterView,
-                    by_id: dict[str, NodeView], bad: set[str]) -> list[Migration]:
+    def _migrations(self, slow: Sequence[tuple[JobView, StragglerSignal]], view: ClusterView,
+                    by_id: dict[str, NodeView], bad: set[str],
+                    expected: dict[str, tuple[float, float]]) -> list[Migration]:
+        """Moves whose saving (in the job's measured units) beats one migration's cost.
+
+        The cost is the cluster's measured one when the view carries it, else the default.
+        """
         now = view.time
+        cost = view.migration_cost_s if view.migration_cost_s is not None \
+            else self.migration_cost_s
         for k in [k for k, t in self.migrated_at.items() if now - t >= self.cooldown_s]:
             del self.migrated_at[k]
         movable = [j for j, _ in slow if j.job_id not in self.migrated_at]
@@ -935,8 +960,9 @@ class StragglerRebalance:
             return []
         healthy = [n for n in by_id.values()
                    if n.schedulable and n.cpus_total > 0 and n.node_id not in bad]
-        fastest = fastest_first(healthy, self._speed)
         free = {n.node_id: max(n.cpus_free, 0.0) for n in healthy}
+        # A full node is in no candidate: leave it out of the (then shorter) sort.
+        fastest = fastest_first([n for n in healthy if free[n.node_id] > _EPS], self._speed)
         options: list[tuple[JobView, NodeIds]] = []
         for j in movable:
             for ids in gang_candidates(j, fastest, free, max_single=self.max_candidates - 3,
@@ -944,10 +970,12 @@ class StragglerRebalance:
                 options.append((j, ids))
         pairs = [(j, tuple(by_id[n] for n in ids)) for j, ids in options]
         preds = _predict(self.cost_model, pairs, view)
+        scale = {j.job_id: calibration(j, expected[j.job_id][0]) for j in movable}
         best: dict[str, tuple[float, NodeIds]] = {}
         for (j, ids), p in zip(options, preds, strict=True):
-            if j.job_id not in best or p.step < best[j.job_id][0]:
-                best[j.job_id] = (p.step, ids)
+            step = p.step * scale[j.job_id]
+            if j.job_id not in best or step < best[j.job_id][0]:
+                best[j.job_id] = (step, ids)
         out: list[Migration] = []
         for j in sorted(movable, key=lambda j: -j.steps_left * (j.recent_step_time_s or 0.0)):
             if j.job_id not in best:
@@ -959,18 +987,19 @@ class StragglerRebalance:
             if any(free[nid] + _EPS < c for nid, c in need.items()):
                 continue  # taken by an earlier migration this round
             saving = j.steps_left * (j.recent_step_time_s - step)
-            if saving <= self.migration_cost_s:
+            if saving <= cost:
                 continue
             for nid, c in need.items():
                 free[nid] -= c
             self.migrated_at[j.job_id] = now
             out.append(Migration(
                 job_id=j.job_id, from_node_ids=j.node_ids, to_node_ids=ids,
-                predicted_gain_s=saving - self.migration_cost_s,
+                predicted_gain_s=saving - cost,
                 reason=(f"straggler: {j.recent_step_time_s:.3g} s/step measured, "
                         f"{step:.3g} s/step predicted on {_describe(ids, by_id)}; "
                         f"{j.steps_left} steps left save {saving:.1f} s > migration cost "
-                        f"{self.migration_cost_s:.1f} s"),
+                        f"{cost:.1f} s"
+                        f"{' (measured)' if view.migration_cost_s is not None else ''}"),
             ))
         return out
 
