@@ -50,6 +50,8 @@ class _Run:
     launched: float
     steps_seen: int = 0
     recent_step_times: list[float] = dataclasses.field(default_factory=list)
+    first_step: int | None = None  # the step this attempt started at (after a resume)
+    baseline_step_times: list[float] = dataclasses.field(default_factory=list)
     observed_nodes: set[str] = dataclasses.field(default_factory=set)
 
 
@@ -64,6 +66,7 @@ class ControllerConfig:
     report_every: int = 5
     retrain_every: int = 10  # finished jobs between cost-model versions
     node_sample_every_s: float = 5.0
+    baseline_steps: int = 10  # early steps of an attempt that make its baseline step time
 
 
 class Controller:
@@ -94,6 +97,8 @@ class Controller:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._node_id = ray.get_runtime_context().get_node_id()
+        self._migration_costs = self.store.migration_downtimes()[-20:]
+        self._migrating_since: dict[str, tuple[float, int]] = {}  # job -> (when, attempt)
         self._recover()
         self._thread = threading.Thread(target=self._loop, name="raysched-rounds", daemon=True)
         self._thread.start()
@@ -241,6 +246,11 @@ class Controller:
             run.steps_seen = max([run.steps_seen, *(r.step + 1 for r in records)])
             run.recent_step_times = (run.recent_step_times
                                      + [r.step_time_s for r in ranks0])[-20:]
+            self._note_baseline(run, ranks0)
+            since, from_attempt = self._migrating_since.get(job_id, (None, 0))
+            if since is not None and run.attempt > from_attempt:  # the relaunch is stepping
+                del self._migrating_since[job_id]
+                self._migration_costs = [*self._migration_costs, time.time() - since][-20:]
             run.observed_nodes.update(r.node_id for r in records)
             row = self.store.get_job(job_id)
             if row["state"] == JobState.PLACED.value:
@@ -248,6 +258,15 @@ class Controller:
                                       expect=JobState.PLACED)
             self.store.update_job(job_id, steps_done=run.steps_seen)
             return bool(row["stop_requested"])
+
+    def _note_baseline(self, run: _Run, ranks0: list[StepRecord]) -> None:
+        """Keep this attempt's early step times (its first step, which warms up, left out)."""
+        for r in sorted(ranks0, key=lambda r: r.step):
+            if run.first_step is None:
+                run.first_step = r.step
+            if r.step > run.first_step and len(run.baseline_step_times) < \
+                    self.config.baseline_steps:
+                run.baseline_step_times.append(r.step_time_s)
 
     def shutdown(self) -> None:
         self._stopped.set()
@@ -322,6 +341,7 @@ class Controller:
             if run is None or self.store.get_job(m.job_id)["stop_requested"]:
                 continue
             self.store.update_job(m.job_id, stop_requested=1)
+            self._migrating_since[m.job_id] = (time.time(), run.attempt)
             self.store.add_decision(
                 job_id=m.job_id, action="migrate", policy=policy, node_ids=m.to_node_ids,
                 reason=f"{m.reason} (predicted gain {m.predicted_gain_s:.1f} s)",
@@ -335,11 +355,16 @@ class Controller:
             run = self._runs.get(row["job_id"])
             recent = statistics.median(run.recent_step_times) if run and run.recent_step_times \
                 else None
+            # A baseline once half its steps are in (the median of at least that many).
+            early = run.baseline_step_times if run else []
+            baseline = statistics.median(early) \
+                if len(early) >= max(1, self.config.baseline_steps // 2) else None
             views.append(JobView(
                 job_id=row["job_id"], spec=row["spec"], state=JobState(row["state"]),
                 submit_time=row["submit_time"], start_time=row["start_time"],
                 node_ids=tuple(row["node_ids"] or ()), steps_done=row["steps_done"],
-                recent_step_time_s=recent, attempts=row["attempts"],
+                recent_step_time_s=recent, baseline_step_time_s=baseline,
+                attempts=row["attempts"],
             ))
         return views
 
@@ -354,6 +379,9 @@ class Controller:
                 allocated[node] = allocated.get(node, 0.0) + run.cpus_per_worker
         view = observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views(),
                                degraded=frozenset(self._degraded))
+        if self._migration_costs:
+            view = dataclasses.replace(view,
+                                       migration_cost_s=statistics.median(self._migration_costs))
         if not unplaced:
             return view
         # Charge runs whose nodes Ray has not revealed yet against the emptiest nodes, so a

@@ -397,6 +397,33 @@ class TelemetryStore:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def migration_downtimes(self) -> list[float]:
+        """Seconds from each migrate decision to the first step of the job's next attempt.
+
+        What one migration costs on this cluster (stop, checkpoint, relaunch, start-up); a
+        migration whose next attempt has not stepped yet is left out.
+        """
+        conn = self._conn()
+        starts: dict[str, list[tuple[int, float, float]]] = {}
+        for r in conn.execute(
+            "SELECT job_id, attempt, MIN(time) AS first, MAX(time) AS last FROM steps "
+            "WHERE job_id IN (SELECT job_id FROM decisions WHERE action='migrate') "
+            "GROUP BY job_id, attempt ORDER BY job_id, attempt"
+        ):
+            starts.setdefault(r["job_id"], []).append((r["attempt"], r["first"], r["last"]))
+        out = []
+        for d in conn.execute(
+            "SELECT job_id, time FROM decisions WHERE action='migrate' ORDER BY time"
+        ):
+            attempts = starts.get(d["job_id"], [])
+            current = [a for a, first, _ in attempts if first <= d["time"]]
+            if not current:
+                continue
+            later = [first for a, first, _ in attempts if a > max(current)]
+            if later:
+                out.append(min(later) - d["time"])
+        return out
+
     def table(self, name: str) -> list[dict[str, Any]]:
         """All rows of one table as dicts (for export and analysis)."""
         if name not in ("jobs", "job_events", "steps", "node_samples", "decisions", "models"):

@@ -87,6 +87,9 @@ class JobView:
     node_ids: tuple[str, ...] = ()
     steps_done: int = 0
     recent_step_time_s: float | None = None  # measured, median of the last few steps
+    # Measured on this attempt's nodes right after it started (median of its early steps): the
+    # job's own yardstick, so a node slowing down mid-run shows even when predictions are off.
+    baseline_step_time_s: float | None = None
     attempts: int = 0
 
     @property
@@ -101,6 +104,9 @@ class ClusterView:
     time: float
     nodes: tuple[NodeView, ...]
     jobs: tuple[JobView, ...] = ()
+    # Measured cost of one migration (stop request to the first step of the next attempt),
+    # median over the migrations seen so far; None until one has been measured.
+    migration_cost_s: float | None = None
 
     def node(self, node_id: str) -> NodeView:
         for n in self.nodes:

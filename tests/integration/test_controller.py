@@ -11,9 +11,13 @@ from raysched.platform.telemetry import TelemetryStore, UnknownJob
 pytestmark = pytest.mark.integration
 
 
+CHECKPOINT_EVERY = 10
+
+
 def long_job(name: str, steps: int = 80, **kw) -> dict:
     return {"name": name, "kind": "data_parallel", "model": "cnn", "num_workers": 1,
-            "cpus_per_worker": 1, "steps": steps, "batch_size": 32, "checkpoint_every": 10, **kw}
+            "cpus_per_worker": 1, "steps": steps, "batch_size": 32,
+            "checkpoint_every": CHECKPOINT_EVERY, **kw}
 
 
 def wait_for(predicate, timeout_s: float = 300, what: str = "condition"):
@@ -61,11 +65,18 @@ def test_controller_killed_mid_run_restarts_loses_no_job_and_runs_none_twice(clu
         assert attempts[-1] == 2 and second
         if not first:
             continue  # launched but not yet stepping when the controller died
-        resumed += 1
-        # Resumed from a checkpoint (not from step 0), and the attempts never overlapped.
-        assert min(s["step"] for s in second) >= 10
+        # The second attempt starts right after a step the first one completed (its last
+        # checkpoint: the periodic one, or the one it took when told to stop), skips nothing,
+        # and never overlaps the first.
+        first_steps = {s["step"] for s in first}
+        resume_at = min(s["step"] for s in second)
+        assert resume_at == 0 or resume_at - 1 in first_steps, (resume_at, sorted(first_steps))
+        assert resume_at <= max(first_steps) + 1
         assert max(s["time"] for s in first) < min(s["time"] for s in second)
         assert max(s["step"] for s in second) == steps - 1
+        if max(first_steps) >= CHECKPOINT_EVERY:  # past its first periodic checkpoint
+            assert resume_at >= CHECKPOINT_EVERY, "restarted from scratch despite a checkpoint"
+            resumed += 1
     assert resumed >= 1
 
 

@@ -30,7 +30,7 @@ def test_learned_policy_prefers_fast_nodes_and_migrates_off_a_slowed_node(cluste
     first: list[str] = []
     try:
         job = client.submit({"name": "straggler", "model": "cnn", "num_workers": 1,
-                             "cpus_per_worker": 1, "steps": 400, "batch_size": 64,
+                             "cpus_per_worker": 1, "steps": 800, "batch_size": 64,
                              "checkpoint_every": 10})
         deadline = time.monotonic() + 300
         while client.job(job)["steps_done"] < 20:

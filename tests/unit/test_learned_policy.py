@@ -292,3 +292,40 @@ def test_oracle_uses_true_speeds_not_labels() -> None:
     assert gang.duration_s == gang.duration_hi_s == pytest.approx(10 * 8.0 + 3.0)
     assert oracle_policy(model).placement.place(j, view).node_ids == ("b",)
     assert oracle_policy(model).name == "oracle"
+
+
+def _pessimistic_view(*, migration_cost_s: float | None = None) -> ClusterView:
+    """The model predicts 10 s steps; the job measured 0.1 s early on, 0.8 s now (8x slower)."""
+    s = job("s", steps=110, state=JobState.RUNNING, node_ids=("bad",), steps_done=10,
+            recent_step_time_s=0.8, baseline_step_time_s=0.1, start_time=0.0)
+    return ClusterView(time=0.0, nodes=(node("bad", free=7), node("good")), jobs=(s,),
+                       migration_cost_s=migration_cost_s)
+
+
+def test_a_job_slower_than_its_own_baseline_moves_even_when_the_model_is_pessimistic() -> None:
+    model = Counting(lambda j: 10.0, {})
+    d = StragglerRebalance(model, migration_cost_s=30.0).rebalance(_pessimistic_view())
+    assert [(f.node_id, f.degraded) for f in d.node_flags] == [("bad", True)]
+    assert "early steps" in d.node_flags[0].reason
+    (m,) = d.migrations
+    assert m.to_node_ids == ("good",)
+    # Predictions rescaled to the job's own units: 10 s * (0.1 / 10) = 0.1 s per step there.
+    assert m.predicted_gain_s == pytest.approx(100 * (0.8 - 0.1) - 30.0)
+
+
+def test_the_measured_migration_cost_overrides_the_default() -> None:
+    model = Counting(lambda j: 10.0, {})
+    view = _pessimistic_view(migration_cost_s=100.0)  # saving 70 s < measured 100 s
+    assert StragglerRebalance(model, migration_cost_s=1.0).rebalance(view).migrations == ()
+    cheap = _pessimistic_view(migration_cost_s=20.0)
+    (m,) = StragglerRebalance(model, migration_cost_s=1e9).rebalance(cheap).migrations
+    assert m.predicted_gain_s == pytest.approx(70.0 - 20.0)
+    assert "(measured)" in m.reason
+
+
+def test_noise_within_the_self_tolerance_is_not_a_straggler() -> None:
+    view = _pessimistic_view()
+    within = dataclasses.replace(view.jobs[0], recent_step_time_s=0.19)  # < 2 x 0.1
+    view = dataclasses.replace(view, jobs=(within,))
+    d = StragglerRebalance(Counting(lambda j: 10.0, {})).rebalance(view)
+    assert d.migrations == () and d.node_flags == ()
