@@ -232,6 +232,9 @@ def worker_loop(
     return summary(spec.steps, False)
 
 
+DEFAULT_MAX_FAILURES = 2  # worker-group restarts (from the last checkpoint) before FAILED
+
+
 def wrap_ddp(model: nn.Module, spec: JobSpec, world: int) -> nn.Module:
     """DDP around `model` (with the spec's compression hook) when there are several ranks."""
     if world <= 1:
@@ -277,7 +280,8 @@ def run(spec: JobSpec, ctx: JobContext) -> JobOutcome:
         run_config=RunConfig(
             name=f"{ctx.job_id}-attempt-{ctx.attempt}",
             storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=2),
+            failure_config=FailureConfig(
+                max_failures=spec.options.get("max_failures", DEFAULT_MAX_FAILURES)),
         ),
     )
     result = trainer.fit()

@@ -20,6 +20,9 @@ KIND_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "parallelism": str,  # "ddp" | "fsdp" (FSDP2 fully_shard: sharded params and state)
         "compression": str,  # "none" | "fp16" | "powersgd" (DDP communication hooks)
         "hetero_sharding": bool,
+        # Times Ray Train restarts the worker group from the last checkpoint after a worker
+        # dies or raises (default 2); 0 fails the job at the first error.
+        "max_failures": int,
     },
     "pipeline_parallel": {
         "stages": int,
@@ -175,6 +178,9 @@ def validate_spec(spec: JobSpec) -> None:
         if key in OPTION_CHOICES and value not in OPTION_CHOICES[key]:
             raise SpecError(f"options.{key}", f"{value!r} is not one of "
                                               f"{', '.join(OPTION_CHOICES[key])}")
+    if spec.options.get("max_failures", 0) < 0:
+        raise SpecError("options.max_failures",
+                        f"must be zero or positive, got {spec.options['max_failures']}")
     if (spec.options.get("parallelism") == "fsdp"
             and spec.options.get("compression", "none") != "none"):
         raise SpecError("options.compression", "compression hooks are DDP communication hooks; "

@@ -94,6 +94,8 @@ def test_spec_error_survives_pickling():
 @pytest.mark.parametrize(("options", "field"), [
     ({"compression": "zip"}, "options.compression"),
     ({"fsdp": True}, "options.fsdp"),
+    ({"max_failures": -1}, "options.max_failures"),
+    ({"max_failures": "2"}, "options.max_failures"),
 ])
 def test_option_values_are_checked(options, field):
     with pytest.raises(SpecError) as err:
@@ -105,6 +107,7 @@ def test_option_values_are_checked(options, field):
     {"parallelism": "fsdp"},
     {"parallelism": "fsdp", "hetero_sharding": True, "compression": "none"},
     {"parallelism": "ddp", "compression": "powersgd"},
+    {"max_failures": 0},
 ])
 def test_data_parallel_strategies(options):
     assert spec_from_dict({**GOOD, "options": options}).options == options
