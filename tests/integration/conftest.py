@@ -13,6 +13,25 @@ from raysched.platform.local_cluster import LocalCluster, LocalClusterConfig, de
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Modules whose tests start and stop clusters of their own.
+OWN_CLUSTER_MODULES = frozenset({"test_cli_cluster.py", "test_notebooks.py"})
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the tests that start their own cluster before the shared one exists.
+
+    On a 2-core machine two clusters at once (the shared one idles, but its raylets, GCS and
+    dashboard still tick) slow both down; this way only one runs at a time.
+    """
+    integration = [i for i in items if "integration" in i.path.parts]
+    if not integration:
+        return
+    own = [i for i in integration if i.path.name in OWN_CLUSTER_MODULES]
+    first = items.index(integration[0])
+    rest = [i for i in items[first:] if i not in own]
+    items[:] = [*items[:first], *own, *rest]
+
+
 @pytest.fixture(scope="session")
 def cluster():
     state_dir = Path(tempfile.mkdtemp(prefix="raysched-it-"))
