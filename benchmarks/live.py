@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": [dataclasses.asdict(n) for n in config.nodes], "jobs": args.jobs,
         "warmup_jobs": args.warmup_jobs, "mean_gap_s": args.mean_gap, "seed": args.seed,
         "slow_at_s": args.slow_at, "slow_factor": args.slow_factor,
-        "note": "emulated heterogeneity on one machine (speed labels, injected slowdown)"}}
+        "note": "emulated heterogeneity on one machine (speed labels, injected slowdown)",
+        "load_avg_1m_start": os.getloadavg()[0]}}
     with LocalCluster(config) as cluster:
         storage = state / "storage"
         nodes = sorted((n for n in ray.nodes() if n["Resources"].get("CPU")),
@@ -108,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             ids = run_workload(client, workload(args.jobs, args.seed, args.mean_gap), slow=slow)
             summary = summarise(store, ids)
             summary["wall_s"] = time.monotonic() - began
+            summary["load_avg_1m_end"] = os.getloadavg()[0]
             results["policies"][name] = summary
+            # Written after every policy: a later failure keeps what was measured.
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(results, indent=2))
             print("  " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                    for k, v in summary.items()), flush=True)
         interference.recover(storage, victim)
