@@ -1,6 +1,6 @@
 """Live benchmark: the same seeded workload under each policy on a local emulated 4-node cluster.
 
-    .venv/bin/python benchmarks/live.py [--jobs 22] [--warmup-jobs 12] [--policies ...]
+    .venv/bin/python benchmarks/live.py [--jobs 20] [--warmup-jobs 10] [--policies ...]
 
 One local cluster (4 worker nodes with different CPU counts and emulated speeds) serves every
 run. First a warm-up workload runs under the least-loaded policy; the cost model is trained on
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from raysched.platform.workload import (
+    ALL_KINDS_TEMPLATES,
     run_workload,
     summarise,
     template_key,
@@ -37,8 +38,8 @@ POLICIES = ("fifo_ray_default", "fifo_least_loaded", "random", "learned", "oracl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=22)
-    parser.add_argument("--warmup-jobs", type=int, default=12)
+    parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--warmup-jobs", type=int, default=10)
     parser.add_argument("--mean-gap", type=float, default=6.0, help="mean seconds between jobs")
     parser.add_argument("--slow-at", type=float, default=60.0, help="seconds into each run")
     parser.add_argument("--slow-factor", type=float, default=4.0)
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_store = state / "warmup.db"
         print(f"warm-up: {args.warmup_jobs} jobs under least_loaded", flush=True)
         client = controller("least_loaded", warm_store)
-        run_workload(client, workload(args.warmup_jobs, args.seed + 1000, args.mean_gap))
+        run_workload(client, workload(args.warmup_jobs, args.seed + 1000, args.mean_gap,
+                                      ALL_KINDS_TEMPLATES))
         registry = ModelRegistry(TelemetryStore(warm_store))
         trained = registry.train()
         model = registry.load_version(trained.version)
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             client = controller(policy, store)
             began = time.monotonic()
             slow = interference.slow_once(storage, victim, args.slow_factor, args.slow_at)
-            ids = run_workload(client, workload(args.jobs, args.seed, args.mean_gap), slow=slow)
+            jobs = workload(args.jobs, args.seed, args.mean_gap, ALL_KINDS_TEMPLATES)
+            ids = run_workload(client, jobs, slow=slow)
             summary = summarise(store, ids)
             summary["wall_s"] = time.monotonic() - began
             summary["load_avg_1m_end"] = os.getloadavg()[0]

@@ -21,12 +21,23 @@ TEMPLATES: tuple[dict[str, Any], ...] = (
 )
 
 
-def workload(n: int, seed: int, mean_gap_s: float) -> list[tuple[float, dict[str, Any]]]:
+# Every job kind: TEMPLATES plus a two-trial learning-rate sweep (the live benchmark's mix).
+ALL_KINDS_TEMPLATES: tuple[dict[str, Any], ...] = (
+    *TEMPLATES,
+    {"kind": "sweep", "model": "mlp", "num_workers": 2, "steps": 150, "batch_size": 256,
+     "options": {"num_trials": 2}},
+)
+
+
+def workload(
+    n: int, seed: int, mean_gap_s: float,
+    templates: tuple[dict[str, Any], ...] = TEMPLATES,
+) -> list[tuple[float, dict[str, Any]]]:
     """(arrival offset, spec) pairs: seeded template choice and exponential inter-arrivals."""
     rng = random.Random(seed)
     t, out = 0.0, []
     for i in range(n):
-        template = rng.choice(TEMPLATES)
+        template = rng.choice(templates)
         spec = {"name": f"w{seed}-{i:02d}-{template['kind'][:4]}", "cpus_per_worker": 1,
                 "learning_rate": 0.05, "user": rng.choice(["ann", "bo", "cy"]),
                 "priority": rng.choice([0, 0, 0, 1]), "seed": i, "checkpoint_every": 10,
