@@ -112,3 +112,23 @@ def test_export_csv_and_parquet(tmp_path):
         export(tmp_path / "t.db", tmp_path / "x", fmt="xlsx")
     with pytest.raises(FileNotFoundError):
         export(tmp_path / "none.db", tmp_path / "x")
+
+
+def test_migration_downtime_is_decision_to_the_next_attempts_first_step(tmp_path):
+    store = TelemetryStore(tmp_path / "t.db")
+    store.add_job("j1", SPEC, submit_time=100.0)
+
+    def rec(attempt, i, at):
+        return StepRecord(job_id="j1", attempt=attempt, rank=0, node_id="n1", step=i, loss=1.0,
+                          step_time_s=0.1, samples=32, peak_rss_mb=100.0, time=at)
+
+    now = time.time()
+    store.add_steps([rec(1, i, now - 10 + i) for i in range(5)])
+    assert store.migration_downtimes() == []  # no migration yet
+    store.add_decision(job_id="j1", action="migrate", policy="learned", node_ids=["n2"],
+                       reason="straggler")
+    assert store.migration_downtimes() == []  # the next attempt has not stepped yet
+    store.add_steps([rec(1, 5, time.time() + 1)])  # the old attempt's last step, before it stops
+    store.add_steps([rec(2, i, time.time() + 15 + i) for i in range(5, 8)])  # first at +20 s
+    (downtime,) = store.migration_downtimes()
+    assert downtime == pytest.approx(20.0, abs=1.0)
