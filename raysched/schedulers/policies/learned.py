@@ -346,6 +346,22 @@ class _NodeIndex:
         return got
 
 
+_RUNNING_STATES = (JobState.RUNNING, JobState.PLACED)
+
+
+class _EndsState(NamedTuple):
+    """What `LearnedPlacement._node_ends` built for the last view, to update for the next one:
+    the running jobs (view objects) by id, each one's (end, CPUs) entry where known, the
+    per-node lists, the running jobs still without an end time, and whether all are finite."""
+
+    time: float
+    jobs: dict[str, JobView]
+    entries: dict[str, tuple[float, float]]
+    ends: dict[str, list[tuple[float, float]]]
+    pending: set[str]
+    finite: bool
+
+
 class _BusyGroup(NamedTuple):
     """Busy nodes of one speed, soonest free first: (wait_s, node, kind once idle)."""
 
@@ -563,6 +579,8 @@ class LearnedPlacement:
         self._round: dict[Hashable, _Pred] = {}
         self._prepared = False  # the round's prefetch was the old model's: predict as needed
         self._running_dur: dict[tuple[str, int], float] = {}
+        self._ends_state: _EndsState | None = None  # see `_node_ends`
+        self._dur_set: set[str] = set()  # jobs `place` gave a duration since the last build
 
     # -- per-view and per-round caches ------------------------------------------------------
 
@@ -670,34 +688,99 @@ class LearnedPlacement:
     # -- waiting for busy nodes -------------------------------------------------------------
 
     def _node_ends(self, idx: _NodeIndex) -> dict[str, list[tuple[float, float]]]:
-        """Per node: (predicted end time, CPUs it frees) of the jobs running there, sorted."""
+        """Per node: (predicted end time, CPUs it frees) of the jobs running there, sorted.
+
+        Built from scratch for the first view of a round; for later views at the same time
+        (one per launch) only the jobs whose view object changed, appeared or left, those still
+        without an end time and those `place` gave a new duration are redone, and only their
+        nodes re-sorted (`_EndsState`). A node's list is its jobs' entries sorted; with finite
+        entries that sort has one answer, so the result is the one a rebuild gives (a state
+        holding a non-finite entry is rebuilt instead).
+        """
         if idx.ends is not None:
             return idx.ends
         view = idx.view
-        running = [j for j in view.running if j.node_ids]
-        live = {(j.job_id, j.steps_done) for j in running}
-        for k in [k for k in self._running_dur if k not in live]:
-            del self._running_dur[k]
-        unknown = [j for j in running if not j.recent_step_time_s
-                   and (j.job_id, j.steps_done) not in self._running_dur]
+        state = self._ends_state
+        prev = state.jobs if state is not None and state.time == view.time \
+            and state.finite else None
+        running: dict[str, JobView] = {}
+        changed: list[JobView] = []
+        for j in view.jobs:
+            if j.state in _RUNNING_STATES and j.node_ids:
+                running[j.job_id] = j
+                if prev is not None and prev.get(j.job_id) is not j:
+                    changed.append(j)
+        dur = self._running_dur
+        for k in [k for k in dur if (j := running.get(k[0])) is None or j.steps_done != k[1]]:
+            del dur[k]
+        if prev is None or state is None:
+            redo = list(running.values())
+        else:
+            again = state.pending | self._dur_set
+            redo = changed + [running[k] for k in again
+                              if k in running and prev.get(k) is running[k]]
+        self._dur_set = set()
+        unknown = [j for j in redo if not j.recent_step_time_s
+                   and (j.job_id, j.steps_done) not in dur]
         pairs = [(j, tuple(idx.by_id[n] for n in j.node_ids if n in idx.by_id)) for j in unknown]
         pairs = [(j, ns) for j, ns in pairs if len(ns) == len(j.node_ids)]
         for (j, _), p in zip(pairs, _predict(self.cost_model, pairs, view), strict=True):
-            self._running_dur[(j.job_id, j.steps_done)] = p.duration
-        ends: dict[str, list[tuple[float, float]]] = {}
-        for j in running:
+            dur[(j.job_id, j.steps_done)] = p.duration
+        fresh: dict[str, tuple[float, float]] = {}
+        pending: set[str] = set()
+        for j in redo:
             if j.recent_step_time_s:
                 left = j.steps_left * j.recent_step_time_s
             else:
-                dur = self._running_dur.get((j.job_id, j.steps_done))
-                if dur is None:
+                d = dur.get((j.job_id, j.steps_done))
+                if d is None:
+                    pending.add(j.job_id)
                     continue
                 elapsed = view.time - j.start_time if j.start_time and not j.steps_done else 0.0
-                left = max(dur - elapsed, 0.0)
-            for nid in j.node_ids:
-                ends.setdefault(nid, []).append((view.time + left, j.spec.cpus_per_worker))
-        for v in ends.values():
-            v.sort()
+                left = max(d - elapsed, 0.0)
+            fresh[j.job_id] = (view.time + left, j.spec.cpus_per_worker)
+        finite = all(math.isfinite(e) and math.isfinite(c) for e, c in fresh.values())
+        if prev is None or state is None or not finite:
+            if prev is not None:  # a non-finite entry: redo every job, in view order
+                self._ends_state = None
+                return self._node_ends(idx)
+            entries = fresh
+            ends: dict[str, list[tuple[float, float]]] = {}
+            for j in redo:
+                entry = fresh.get(j.job_id)
+                if entry is not None:
+                    for nid in j.node_ids:
+                        ends.setdefault(nid, []).append(entry)
+            for v in ends.values():
+                v.sort()
+        else:
+            entries = state.entries
+            ends = dict(state.ends)
+            touched: set[str] = set()
+            for k in [j.job_id for j in redo] + [k for k in prev if k not in running]:
+                old = entries.pop(k, None)  # take out the entries of jobs that changed or left
+                if old is not None:
+                    for nid in prev[k].node_ids:
+                        if nid not in touched:
+                            touched.add(nid)
+                            ends[nid] = list(ends[nid])
+                        ends[nid].remove(old)
+            for j in redo:
+                entry = fresh.get(j.job_id)
+                if entry is None:
+                    continue
+                entries[j.job_id] = entry
+                for nid in j.node_ids:
+                    if nid not in touched:
+                        touched.add(nid)
+                        ends[nid] = list(ends.get(nid, ()))
+                    ends[nid].append(entry)
+            for nid in touched:
+                if ends[nid]:
+                    ends[nid].sort()
+                else:
+                    del ends[nid]
+        self._ends_state = _EndsState(view.time, running, entries, ends, pending, finite)
         idx.ends = ends
         return ends
 
@@ -811,6 +894,7 @@ class LearnedPlacement:
             reason += (f"; next best {nb.score:.1f} s on {_describe(nb.node_ids, by_id)}"
                        f"{wait}")
         self._running_dur[(job.job_id, 0)] = best.pred.duration  # for later waits
+        self._dur_set.add(job.job_id)
         return Placement(
             job_id=job.job_id,
             node_ids=best.node_ids,
