@@ -224,6 +224,7 @@ class OnlineDurationModel:
         self.grid_ = np.geomspace(1e-3, 1e3, 241)
         self.log_grid_ = np.log(self.grid_)
         self.tables_: dict[tuple, tuple[np.ndarray, float]] = {}  # group -> (ranks, max ratio)
+        self.spread_: dict[tuple, float] = {}  # group -> s.d. of its log-duration residuals
         self.fit_seconds_ = 0.0
         self.cols_ = np.ones(self.N_FEATURES, dtype=bool)
         self.burst_last: dict[tuple, tuple[float, int]] = {}  # group -> (last submit, burst)
@@ -414,9 +415,12 @@ class OnlineDurationModel:
             (g, d) for g, d in self.group_residuals.items() if len(d) >= self.min_group
         )
         self.tables_ = {}
+        self.spread_ = {}
         for g, pool in pools.items():
-            ratios = np.exp(np.array(pool))
+            logs = np.array(pool)
+            ratios = np.exp(logs)
             self.tables_[g] = (gittins_rank_table(ratios, self.grid_), float(ratios.max()))
+            self.spread_[g] = float(logs.std()) if len(logs) > 1 else 0.0
         self.version += 1
 
     # -- ranks -----------------------------------------------------------------------------------
@@ -431,6 +435,15 @@ class OnlineDurationModel:
             if t is not None:
                 return t
         return None
+
+    def spread(self, idx: int) -> float:
+        """S.d. of the log-duration residuals behind job `idx`'s distribution (its uncertainty;
+        NaN before any rank table exists)."""
+        for g in self._pools(idx):
+            s = self.spread_.get(g)
+            if s is not None:
+                return s
+        return math.nan
 
     def rank(self, idx: int, age: float) -> float:
         """Gittins rank (seconds; lower first) of active job `idx` after `age` s of work."""
