@@ -943,7 +943,7 @@ class StragglerRebalance:
         cost_model: BatchCostModel,
         *,
         slow_factor: float = 1.5,
-        self_factor: float = 2.0,
+        self_factor: float = 3.0,  # 2x drained nodes on load noise in the live benchmark
         min_steps: int = 5,
         migration_cost_s: float = 30.0,
         recovery_s: float = 300.0,
