@@ -96,3 +96,27 @@ def test_explain_names_features(fitted: CostModel) -> None:
 def test_unfitted_model_raises() -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
         CostModel().predict(_job(0), (NODES[0],), _cluster())
+
+
+def test_heuristic_calibrates_per_kind_and_model_with_its_own_spread() -> None:
+    """Two models of one kind, off the formula by different factors, keep separate scales."""
+    import pandas as pd
+
+    from raysched.schedulers.predictor.heuristics import INTERVAL_FACTOR, Heuristic
+
+    n = 8
+    rows = pd.DataFrame({
+        "kind": ["data_parallel"] * 2 * n + ["pipeline_parallel"] * 2,
+        "model": ["cnn"] * n + ["mlp"] * n + ["transformer"] * 2,
+        "step_time_s": [30.0 + 0.1 * i for i in range(n)] + [3.0] * n + [5.0, 5.0],
+    })
+    h = Heuristic().calibrate(rows, np.ones(len(rows)), np.ones(len(rows)))
+    kinds = np.array(["data_parallel", "data_parallel", "parameter_server", "sweep"])
+    models = np.array(["cnn", "mlp", "transformer", "resnet"])
+    step, lo, hi = h.step_time_interval(kinds, np.ones(4), models)
+    assert step[0] == pytest.approx(30.35) and step[1] == pytest.approx(3.0)
+    assert step[2] == pytest.approx(5.0)  # unseen (kind, model): the model's own scale
+    assert step[3] == pytest.approx(np.median(rows["step_time_s"]))  # nothing known: overall
+    assert hi[0] / step[0] < 1.3 and lo[0] / step[0] > 1 / 1.3  # tight group: tight interval
+    assert hi[2] / step[2] == pytest.approx(INTERVAL_FACTOR)  # 2 rows: the wide default
+    assert (lo < step).all() and (step < hi).all()

@@ -343,8 +343,8 @@ class CostModel:
             source = "model"
         else:
             raw, _ = _heuristic_raw(X)
-            step = self.heuristic_.step_time(_kinds(X), raw)
-            step_lo, step_hi = heuristics.interval(step)
+            step, step_lo, step_hi = self.heuristic_.step_time_interval(
+                _kinds(X), raw, _models(X))
             source = "heuristic"
         if self.rss_model_ is not None:
             if log_rss is None:
@@ -390,7 +390,7 @@ class CostModel:
             logs = self.step_model_.predict_log(both)
         else:
             raw, _ = _heuristic_raw(both)
-            logs = np.log(self.heuristic_.step_time(_kinds(both), raw))
+            logs = np.log(self.heuristic_.step_time(_kinds(both), raw, _models(both)))
         contrib = logs[0] - logs[1:]
         order = np.argsort(-np.abs(contrib))[:top]
         return [(FEATURES[i], float(x[0, i]), float(contrib[i])) for i in order]
@@ -432,10 +432,14 @@ def _kinds(X: np.ndarray) -> np.ndarray:  # noqa: N803
     return np.array([KINDS[int(c)] if np.isfinite(c) else "" for c in codes], dtype=object)
 
 
+def _models(X: np.ndarray) -> np.ndarray:  # noqa: N803
+    codes = X[:, feature_index("model")]
+    return np.array([MODELS[int(c)] if np.isfinite(c) else "" for c in codes], dtype=object)
+
+
 def _heuristic_raw(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
     """Uncalibrated heuristic step time and peak memory from feature rows."""
-    codes = X[:, feature_index("model")]
-    model = np.array([MODELS[int(c)] if np.isfinite(c) else "" for c in codes], dtype=object)
+    model = _models(X)
     params = np.exp(X[:, feature_index("log_params")])
     batch = np.exp(X[:, feature_index("log_batch")])
     step = heuristics.step_time_formula(

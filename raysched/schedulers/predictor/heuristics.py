@@ -19,8 +19,11 @@ Peak memory (MiB)::
 (weights, gradients and two optimizer moments at 4 bytes each; activations per sample).
 
 Given a few finished jobs (fewer than the model needs), `Heuristic.calibrate` rescales each
-formula by the median ratio of observed to estimated values, per kind where it has seen that
-kind, so the heuristic is "documented formula x constant fitted to the data at hand".
+formula by the median ratio of observed to estimated values: per (kind, model) where it has seen
+that pair, else per model, else per kind, else overall. So the heuristic is "documented formula
+x constant fitted to the data at hand". The step-time interval is the spread of those ratios
+around their median (5th and 95th percentiles, at least x/1.25..x*1.25) once a group has
+`MIN_SPREAD_ROWS` rows, else the deliberately wide x/3..x*3.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ ACT_MB_PER_SAMPLE = 0.02
 TEXT_CONTEXT = 32
 DEFAULT_OVERHEAD_S = 2.0
 INTERVAL_FACTOR = 3.0  # heuristic intervals: [x / 3, x * 3]
+MIN_INTERVAL_FACTOR = 1.25  # the narrowest interval a calibrated group gets
+MIN_SPREAD_ROWS = 3  # rows a group needs before its own spread replaces INTERVAL_FACTOR
 
 
 def samples_per_step(model: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -86,6 +91,8 @@ class Heuristic:
 
     def __init__(self) -> None:
         self.step_scale: dict[str, float] = {}
+        # group -> (low factor, high factor) of observed / calibrated step time
+        self.step_spread: dict[str, list[float]] = {}
         self.rss_scale: float = 1.0
         self.overhead_s: float = DEFAULT_OVERHEAD_S
         self.n_rows: int = 0
@@ -93,19 +100,27 @@ class Heuristic:
     def calibrate(
         self, rows: pd.DataFrame, step_est: np.ndarray, rss_est: np.ndarray
     ) -> Heuristic:
-        """Fit the scale constants: median observed / estimated, per kind, then overall."""
+        """Fit the scales: median observed / estimated per group (kind/model, kind, all)."""
         self.n_rows = len(rows)
         if not len(rows):
             return self
         ratio = rows["step_time_s"].to_numpy(float) / step_est
         ok = np.isfinite(ratio) & (ratio > 0)
         if ok.any():
-            self.step_scale["*"] = float(np.median(ratio[ok]))
-            kinds = rows["kind"].to_numpy()
+            kinds = rows["kind"].to_numpy().astype(str)
+            models = rows["model"].to_numpy().astype(str) if "model" in rows else None
+            groups: dict[str, np.ndarray] = {"*": ok}
             for kind in KINDS:
-                sel = ok & (kinds == kind)
+                groups[kind] = ok & (kinds == kind)
+                if models is not None:
+                    for model in np.unique(models[groups[kind]]):
+                        groups[group_key(kind, model)] = groups[kind] & (models == model)
+            if models is not None:
+                for model in np.unique(models[ok]):
+                    groups[group_key("*", model)] = ok & (models == model)
+            for key, sel in groups.items():
                 if sel.any():
-                    self.step_scale[kind] = float(np.median(ratio[sel]))
+                    self._fit_group(key, ratio[sel])
         if "peak_rss_mb" in rows:
             rss = rows["peak_rss_mb"].to_numpy(float) / rss_est
             rss = rss[np.isfinite(rss) & (rss > 0)]
@@ -113,18 +128,53 @@ class Heuristic:
                 self.rss_scale = float(np.median(rss))
         return self
 
-    def step_time(self, kinds: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-        """Calibrated step time for rows of `kinds` with uncalibrated `estimate`."""
-        default = self.step_scale.get("*", 1.0)
-        scale = np.array([self.step_scale.get(k, default) for k in kinds], dtype=float)
-        return estimate * scale
+    def _fit_group(self, key: str, ratio: np.ndarray) -> None:
+        scale = float(np.median(ratio))
+        self.step_scale[key] = scale
+        if len(ratio) >= MIN_SPREAD_ROWS:
+            lo, hi = np.quantile(ratio / scale, [0.05, 0.95])
+            self.step_spread[key] = [
+                min(float(lo), 1.0 / MIN_INTERVAL_FACTOR), max(float(hi), MIN_INTERVAL_FACTOR)]
+
+    def _group(self, kind: str, model: str | None) -> str:
+        """The most specific calibrated group for a row: kind/model, */model, kind, *."""
+        for key in ((group_key(kind, model), group_key("*", model)) if model else ()):
+            if key in self.step_scale:
+                return key
+        return kind if kind in self.step_scale else "*"
+
+    def step_time(self, kinds: np.ndarray, estimate: np.ndarray,
+                  models: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated step time for rows of `kinds` (and `models`) with uncalibrated `estimate`."""
+        return self.step_time_interval(kinds, estimate, models)[0]
+
+    def step_time_interval(
+        self, kinds: np.ndarray, estimate: np.ndarray, models: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(step time, low, high): each row scaled by its group, interval from its spread."""
+        scale_of = self.step_scale
+        spread_of = getattr(self, "step_spread", {})  # models pickled before spreads existed
+        wide = (1.0 / INTERVAL_FACTOR, INTERVAL_FACTOR)
+        names = [self._group(str(k), None if models is None else str(m))
+                 for k, m in zip(kinds, models if models is not None else kinds, strict=True)]
+        scale = np.array([scale_of.get(g, 1.0) for g in names], dtype=float)
+        lo_hi = np.array([spread_of.get(g, wide) for g in names], dtype=float).reshape(-1, 2)
+        step = np.asarray(estimate, dtype=float) * scale
+        return step, step * lo_hi[:, 0], step * lo_hi[:, 1]
 
     def peak_rss(self, estimate: np.ndarray) -> np.ndarray:
         return estimate * self.rss_scale
 
     def to_dict(self) -> Mapping[str, object]:
-        return {"step_scale": dict(self.step_scale), "rss_scale": self.rss_scale,
-                "overhead_s": self.overhead_s, "n_rows": self.n_rows}
+        return {"step_scale": dict(self.step_scale),
+                "step_spread": dict(getattr(self, "step_spread", {})),
+                "rss_scale": self.rss_scale, "overhead_s": self.overhead_s,
+                "n_rows": self.n_rows}
+
+
+def group_key(kind: str, model: str) -> str:
+    """The calibration group of one (kind, model) pair."""
+    return f"{kind}/{model}"
 
 
 def interval(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
