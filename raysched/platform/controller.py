@@ -48,6 +48,7 @@ class _Run:
     cpus_per_worker: float
     workers: int
     launched: float
+    gpus_per_worker: int = 0
     steps_seen: int = 0
     recent_step_times: list[float] = dataclasses.field(default_factory=list)
     first_step: int | None = None  # the step this attempt started at (after a resume)
@@ -172,7 +173,8 @@ class Controller:
         view = self._observe()
         if isinstance(spec, JobSpec):
             spec = spec.to_dict()
-        parsed = JobSpec.from_dict(spec, max_node_cpus=view.max_node_cpus or None)
+        parsed = JobSpec.from_dict(spec, max_node_cpus=view.max_node_cpus or None,
+                                   max_node_gpus=view.max_node_gpus if view.nodes else None)
         if ray_job_id is not None:
             for row in self.store.list_jobs():
                 if row["ray_job_id"] == ray_job_id:
@@ -370,6 +372,7 @@ class Controller:
 
     def _observe(self) -> ClusterView:
         allocated: dict[str, float] = {}
+        allocated_gpus: dict[str, float] = {}
         unplaced: list[_Run] = []  # left to Ray's placement, nodes not reported yet
         for run in self._runs.values():
             nodes = run.node_ids or tuple(run.observed_nodes)
@@ -377,7 +380,10 @@ class Controller:
                 unplaced.append(run)
             for node in nodes:
                 allocated[node] = allocated.get(node, 0.0) + run.cpus_per_worker
-        view = observe_cluster(now=time.time(), allocated_cpus=allocated, jobs=self._job_views(),
+                if run.gpus_per_worker:
+                    allocated_gpus[node] = allocated_gpus.get(node, 0.0) + run.gpus_per_worker
+        view = observe_cluster(now=time.time(), allocated_cpus=allocated,
+                               allocated_gpus=allocated_gpus, jobs=self._job_views(),
                                degraded=frozenset(self._degraded))
         if self._migration_costs:
             view = dataclasses.replace(view,
@@ -387,13 +393,17 @@ class Controller:
         # Charge runs whose nodes Ray has not revealed yet against the emptiest nodes, so a
         # queue-only policy cannot launch more gangs than the cluster holds.
         free = {n.node_id: n.cpus_free for n in view.nodes}
+        gpus = {n.node_id: n.gpus_free for n in view.nodes}
         for run in unplaced:
             for _ in range(run.workers):
-                node = max(free, key=free.get, default=None)
+                # A GPU worker is charged to the node with the most free GPUs.
+                node = max(free, key=lambda k: (gpus[k] if run.gpus_per_worker else 0.0,
+                                                free[k]), default=None)
                 if node is None:
                     break
                 free[node] = max(0.0, free[node] - run.cpus_per_worker)
-        nodes = tuple(dataclasses.replace(n, cpus_free=free[n.node_id],
+                gpus[node] = max(0.0, gpus[node] - run.gpus_per_worker)
+        nodes = tuple(dataclasses.replace(n, cpus_free=free[n.node_id], gpus_free=gpus[n.node_id],
                                           load=1.0 - free[n.node_id] / n.cpus_total)
                       for n in view.nodes)
         return dataclasses.replace(view, nodes=nodes)
@@ -440,6 +450,7 @@ class Controller:
         ref = launcher.launch(job.spec, ctx, runner_node_id=self._node_id)
         self._runs[job.job_id] = _Run(ref=ref, attempt=attempt, node_ids=placement.node_ids,
                                       cpus_per_worker=job.spec.cpus_per_worker,
+                                      gpus_per_worker=job.spec.gpus_per_worker,
                                       workers=job.spec.num_workers, launched=now)
         log.info("launched %s attempt %d on %s", job.job_id, attempt, placement.node_ids)
 

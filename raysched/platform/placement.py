@@ -21,6 +21,14 @@ def actor_options_for_node(node_id: str | None, num_cpus: float, **extra: Any) -
     return opts
 
 
+def worker_resources(cpus: float, gpus: int = 0) -> dict[str, float]:
+    """Ray resources of one worker: its CPUs, and its GPUs when it has any."""
+    out: dict[str, float] = {"CPU": cpus}
+    if gpus > 0:
+        out["GPU"] = gpus
+    return out
+
+
 def worker_label_selectors(node_ids: Sequence[str]) -> list[dict[str, str]] | None:
     """Per-worker selectors for Ray Train's `ScalingConfig(label_selector=[...])`."""
     if not node_ids:

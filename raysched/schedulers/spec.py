@@ -15,6 +15,9 @@ MODELS: tuple[str, ...] = ("mlp", "cnn", "transformer")
 DATASETS: tuple[str, ...] = ("digits", "synthetic_text")
 
 # Options each kind understands (spec field `options`); anything else is rejected by name.
+# Kinds whose workers can hold GPUs (gpus_per_worker > 0). The others run on CPU only for now.
+GPU_KINDS: tuple[str, ...] = ("data_parallel",)
+
 KIND_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "data_parallel": {
         "parallelism": str,  # "ddp" | "fsdp" (FSDP2 fully_shard: sharded params and state)
@@ -78,6 +81,7 @@ class JobSpec:
     dataset: str = "digits"
     num_workers: int = 1
     cpus_per_worker: float = 1.0
+    gpus_per_worker: int = 0  # whole GPUs per worker; data_parallel only (see GPU_KINDS)
     memory_mb_per_worker: int = 0
     steps: int = 100
     batch_size: int = 64
@@ -97,6 +101,11 @@ class JobSpec:
         """CPUs the whole gang needs."""
         return self.num_workers * self.cpus_per_worker
 
+    @property
+    def total_gpus(self) -> int:
+        """GPUs the whole gang needs."""
+        return self.num_workers * self.gpus_per_worker
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (YAML/JSON-ready)."""
         out = dataclasses.asdict(self)
@@ -104,9 +113,12 @@ class JobSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, max_node_cpus: float | None = None) -> JobSpec:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, max_node_cpus: float | None = None,
+        max_node_gpus: float | None = None,
+    ) -> JobSpec:
         """Build and validate a spec from a mapping; unknown keys are errors."""
-        return spec_from_dict(data, max_node_cpus=max_node_cpus)
+        return spec_from_dict(data, max_node_cpus=max_node_cpus, max_node_gpus=max_node_gpus)
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -116,6 +128,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "dataset": str,
     "num_workers": int,
     "cpus_per_worker": (int, float),
+    "gpus_per_worker": int,
     "memory_mb_per_worker": int,
     "steps": int,
     "batch_size": int,
@@ -164,9 +177,12 @@ def validate_spec(spec: JobSpec) -> None:
         raise SpecError("cpus_per_worker", f"must be positive, got {spec.cpus_per_worker}")
     if spec.learning_rate <= 0:
         raise SpecError("learning_rate", f"must be positive, got {spec.learning_rate}")
-    for field in ("memory_mb_per_worker", "checkpoint_every"):
+    for field in ("gpus_per_worker", "memory_mb_per_worker", "checkpoint_every"):
         if getattr(spec, field) < 0:
             raise SpecError(field, f"must be zero or positive, got {getattr(spec, field)}")
+    if spec.gpus_per_worker > 0 and spec.kind not in GPU_KINDS:
+        raise SpecError("gpus_per_worker", f"kind {spec.kind!r} runs on CPU only; GPUs are "
+                                           f"supported for {', '.join(GPU_KINDS)}")
     allowed = {**COMMON_OPTIONS, **KIND_OPTIONS[spec.kind]}
     for key, value in spec.options.items():
         if key not in allowed:
@@ -187,8 +203,15 @@ def validate_spec(spec: JobSpec) -> None:
                                                "they do not apply with options.parallelism 'fsdp'")
 
 
-def spec_from_dict(data: Mapping[str, Any], *, max_node_cpus: float | None = None) -> JobSpec:
-    """Build a JobSpec from a mapping, rejecting unknown keys and gangs that fit no node."""
+def spec_from_dict(
+    data: Mapping[str, Any], *, max_node_cpus: float | None = None,
+    max_node_gpus: float | None = None,
+) -> JobSpec:
+    """Build a JobSpec from a mapping, rejecting unknown keys and gangs that fit no node.
+
+    `max_node_cpus` / `max_node_gpus` are the largest node's totals when the cluster is known
+    (None: not checked; 0 GPUs is a known answer: no node has a GPU).
+    """
     if not isinstance(data, Mapping):
         raise SpecError("<root>", f"expected a mapping of fields, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(JobSpec)}
@@ -206,10 +229,19 @@ def spec_from_dict(data: Mapping[str, Any], *, max_node_cpus: float | None = Non
             "cpus_per_worker",
             f"{spec.cpus_per_worker} CPUs per worker, but the largest node has {max_node_cpus}",
         )
+    if max_node_gpus is not None and spec.gpus_per_worker > max_node_gpus:
+        raise SpecError(
+            "gpus_per_worker",
+            f"{spec.gpus_per_worker} GPUs per worker, but the largest node has {max_node_gpus:g}"
+            + (" (no node has a GPU: start nodes with `ray start --num-gpus N`)"
+               if max_node_gpus == 0 else ""),
+        )
     return spec
 
 
-def load_spec(path: str | Path, *, max_node_cpus: float | None = None) -> JobSpec:
+def load_spec(
+    path: str | Path, *, max_node_cpus: float | None = None, max_node_gpus: float | None = None,
+) -> JobSpec:
     """Load and validate a YAML job spec file."""
     path = Path(path)
     try:
@@ -220,4 +252,4 @@ def load_spec(path: str | Path, *, max_node_cpus: float | None = None) -> JobSpe
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError("<file>", f"{path} is not valid YAML: {exc}") from exc
-    return spec_from_dict(data, max_node_cpus=max_node_cpus)
+    return spec_from_dict(data, max_node_cpus=max_node_cpus, max_node_gpus=max_node_gpus)

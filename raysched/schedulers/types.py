@@ -63,6 +63,8 @@ class NodeView:
     node_id: str
     cpus_total: float
     cpus_free: float
+    gpus_total: float = 0.0  # Ray's "GPU" resource of the node (0 on CPU-only nodes)
+    gpus_free: float = 0.0
     memory_free_mb: float = 0.0
     speed: float = 1.0  # emulated speed label; 1.0 where the node carries none
     load: float = 0.0  # measured CPU utilisation in [0, 1] (0 when unknown)
@@ -125,3 +127,7 @@ class ClusterView:
     @property
     def max_node_cpus(self) -> float:
         return max((n.cpus_total for n in self.nodes if n.alive), default=0.0)
+
+    @property
+    def max_node_gpus(self) -> float:
+        return max((n.gpus_total for n in self.nodes if n.alive), default=0.0)

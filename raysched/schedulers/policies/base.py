@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from raysched.schedulers.decisions import Admission, Placement, RebalanceDecision
+from raysched.schedulers.fit import could_ever_fit, usable_cpus
 from raysched.schedulers.types import ClusterView, JobView, NodeView
 
 
@@ -38,12 +39,28 @@ class AdmitAll:
                 admitted=False,
                 reason=f"{spec.cpus_per_worker} CPUs per worker; largest node has {biggest}",
             )
-        total = sum(n.cpus_total for n in cluster.nodes if n.alive)
+        alive = [n for n in cluster.nodes if n.alive]
+        if spec.gpus_per_worker > 0 and not any(could_ever_fit(n, spec) for n in alive):
+            return Admission(
+                job_id=job.job_id,
+                admitted=False,
+                reason=(f"{spec.cpus_per_worker} CPUs and {spec.gpus_per_worker} GPUs per "
+                        f"worker; no node has both (most GPUs on a node: "
+                        f"{cluster.max_node_gpus:g})"),
+            )
+        total = sum(n.cpus_total for n in alive)
         if spec.total_cpus > total:
             return Admission(
                 job_id=job.job_id,
                 admitted=False,
                 reason=f"needs {spec.total_cpus} CPUs; the cluster has {total}",
+            )
+        gpus = sum(n.gpus_total for n in alive)
+        if spec.total_gpus > gpus:
+            return Admission(
+                job_id=job.job_id,
+                admitted=False,
+                reason=f"needs {spec.total_gpus} GPUs; the cluster has {gpus:g}",
             )
         return Admission(job_id=job.job_id, admitted=True, reason="fits the cluster")
 
@@ -76,10 +93,15 @@ class SchedulingPolicy:
 
 
 def gang_fit(
-    nodes: Sequence[NodeView], num_workers: int, cpus_per_worker: float
+    nodes: Sequence[NodeView], num_workers: int, cpus_per_worker: float,
+    gpus_per_worker: int = 0,
 ) -> tuple[str, ...] | None:
-    """Greedily assign workers to `nodes` in the given order; None if the gang does not fit."""
-    free = {n.node_id: n.cpus_free for n in nodes}
+    """Greedily assign workers to `nodes` in the given order; None if the gang does not fit.
+
+    GPU workers also need their GPUs free: the free CPUs counted are `usable_cpus`.
+    """
+    free = {n.node_id: usable_cpus(n.cpus_free, n.gpus_free, cpus_per_worker, gpus_per_worker)
+            for n in nodes}
     chosen: list[str] = []
     for n in nodes:
         while len(chosen) < num_workers and free[n.node_id] + 1e-9 >= cpus_per_worker:

@@ -1,4 +1,8 @@
-"""Baseline placements that use no predictor: least-loaded, pack, spread, random, Ray's default."""
+"""Baseline placements that use no predictor: least-loaded, pack, spread, random, Ray's default.
+
+All count free CPUs per node; for GPU jobs those are `fit.usable_cpus` (capped by free GPUs), so
+a GPU worker only goes where a GPU is free.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import random
 from collections.abc import Sequence
 
 from raysched.schedulers.decisions import Placement
+from raysched.schedulers.fit import job_free_cpus
 from raysched.schedulers.policies.base import gang_fit
 from raysched.schedulers.types import ClusterView, JobView, NodeView
 
 
 def _schedulable(cluster: ClusterView) -> list[NodeView]:
     return [n for n in cluster.nodes if n.schedulable and n.cpus_total > 0]
+
+
+def _gang_fit(nodes: Sequence[NodeView], job: JobView) -> tuple[str, ...] | None:
+    spec = job.spec
+    return gang_fit(nodes, spec.num_workers, spec.cpus_per_worker, spec.gpus_per_worker)
 
 
 def _placement(
@@ -29,7 +39,7 @@ class LeastLoadedPlacement:
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
         spec = job.spec
-        free = {n.node_id: n.cpus_free for n in _schedulable(cluster)}
+        free = job_free_cpus(_schedulable(cluster), spec)
         by_id = {n.node_id: n for n in _schedulable(cluster)}
         chosen: list[str] = []
         for _ in range(spec.num_workers):
@@ -50,8 +60,9 @@ class PackPlacement:
     name = "pack"
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
-        nodes = sorted(_schedulable(cluster), key=lambda n: (n.cpus_free, n.node_id))
-        fit = gang_fit(nodes, job.spec.num_workers, job.spec.cpus_per_worker)
+        free = job_free_cpus(_schedulable(cluster), job.spec)
+        nodes = sorted(_schedulable(cluster), key=lambda n: (free[n.node_id], n.node_id))
+        fit = _gang_fit(nodes, job)
         return _placement(job, fit, self.name, "packed onto the fullest nodes that fit")
 
 
@@ -62,8 +73,8 @@ class SpreadPlacement:
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
         spec = job.spec
-        nodes = sorted(_schedulable(cluster), key=lambda n: (-n.cpus_free, n.node_id))
-        free = {n.node_id: n.cpus_free for n in nodes}
+        free = job_free_cpus(_schedulable(cluster), spec)
+        nodes = sorted(_schedulable(cluster), key=lambda n: (-free[n.node_id], n.node_id))
         chosen: list[str] = []
         while len(chosen) < spec.num_workers:
             progress = False
@@ -89,8 +100,7 @@ class RandomPlacement:
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
         nodes = _schedulable(cluster)
         self._rng.shuffle(nodes)
-        fit = gang_fit(nodes, job.spec.num_workers, job.spec.cpus_per_worker)
-        return _placement(job, fit, self.name, "random feasible nodes")
+        return _placement(job, _gang_fit(nodes, job), self.name, "random feasible nodes")
 
 
 class RayDefaultPlacement:
@@ -100,7 +110,7 @@ class RayDefaultPlacement:
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
         nodes = sorted(_schedulable(cluster), key=lambda n: n.node_id)
-        if gang_fit(nodes, job.spec.num_workers, job.spec.cpus_per_worker) is None:
+        if _gang_fit(nodes, job) is None:
             return None
         return Placement(job_id=job.job_id, node_ids=(), policy=self.name,
                          reason="resources free; Ray's own scheduler picks the nodes")

@@ -42,12 +42,14 @@ from raysched.schedulers.decisions import (
     Placement,
     RebalanceDecision,
 )
+from raysched.schedulers.fit import usable_cpus
 from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy
 from raysched.schedulers.policies.straggler_signals import (
     StragglerSignal,
     calibration,
     straggler_signal,
 )
+from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
 
 _EPS = 1e-9
@@ -278,6 +280,7 @@ class _NodeIndex:
         self._alike: dict[tuple[str, bool], Hashable] = {}
         self._idle: dict[str, NodeView] = {}
         self._slots: dict[float, int] = {}
+        self._gpu_room: dict[tuple[float, int], tuple[dict[str, float], list[NodeView]]] = {}
         self._busy: dict[tuple[float, float], dict[float, _BusyGroup]] = {}
         self._speeds: list[tuple[NodeView, float]] | None = None
         self._idle_key: dict[tuple[str, int], Hashable] = {}
@@ -316,6 +319,28 @@ class _NodeIndex:
             got = sum(int((f + _EPS) // cpus_per_worker) for f in self.free.values())
             self._slots[cpus_per_worker] = got
         return got
+
+    def room(self, spec: JobSpec) -> tuple[dict[str, float], list[NodeView]]:
+        """Free CPUs `spec`'s workers can use per node, and the nodes with room, fastest first:
+        `free` and `with_room` for a CPU job; capped by free GPUs (`fit.usable_cpus`) for a
+        GPU job, memoised per worker shape."""
+        if spec.gpus_per_worker <= 0:
+            return self.free, self.with_room
+        shape = (spec.cpus_per_worker, spec.gpus_per_worker)
+        got = self._gpu_room.get(shape)
+        if got is None:
+            free = {nid: usable_cpus(f, self.by_id[nid].gpus_free, *shape)
+                    for nid, f in self.free.items()}
+            got = self._gpu_room[shape] = (
+                free, [n for n in self.with_room if free[n.node_id] > _EPS])
+        return got
+
+    def job_slots(self, spec: JobSpec) -> int:
+        """Workers of `spec`'s shape (CPUs and GPUs) the free resources could hold."""
+        if spec.gpus_per_worker <= 0:
+            return self.slots(spec.cpus_per_worker)
+        free, _ = self.room(spec)
+        return sum(int((f + _EPS) // spec.cpus_per_worker) for f in free.values())
 
     def busy(self, total: float, ends: dict[str, list[tuple[float, float]]],
              faster_than: float = -math.inf) -> dict[float, _BusyGroup]:
@@ -536,6 +561,8 @@ class LearnedPlacement:
     it will be once its jobs have left: idle, free memory unknown (so not memory-checked).
     At most `max_evaluations` jobs are evaluated per round (`round_ttl_s` of view time, or from
     one `prepare` to the next); see the module docstring for the round's prediction cache.
+    A GPU job's candidates count free CPUs capped by free GPUs (`fit.usable_cpus`), so each
+    worker gets a free GPU; it never waits for a busy node (end times track CPUs only).
     """
 
     name = "learned"
@@ -589,10 +616,10 @@ class LearnedPlacement:
             self._index = _NodeIndex(view, self._speed, self._alike)
         return self._index
 
-    def _candidates(self, job: JobView, idx: _NodeIndex, free: dict[str, float]
-                    ) -> list[NodeIds]:
+    def _candidates(self, job: JobView, idx: _NodeIndex) -> list[NodeIds]:
         extra = (job.node_ids,) if job.node_ids else ()
-        return gang_candidates(job, idx.with_room, free, max_single=self.max_candidates - 3,
+        free, with_room = idx.room(job.spec)
+        return gang_candidates(job, with_room, free, max_single=self.max_candidates - 3,
                                extra=extra, alike=idx.alike)
 
     def _new_round(self, now: float, *, prepared: bool = False) -> None:
@@ -610,9 +637,9 @@ class LearnedPlacement:
             return seen[1]
         spec = job.spec
         got = None
-        if idx.slots(spec.cpus_per_worker) >= spec.num_workers:
+        if idx.job_slots(spec) >= spec.num_workers:
             cands = [(ids, tuple(idx.by_id[n] for n in ids))
-                     for ids in self._candidates(job, idx, idx.free)]
+                     for ids in self._candidates(job, idx)]
             if cands:
                 speed = self._speed
                 faster_than = max(min(speed(n) for n in nodes) for _, nodes in cands)
@@ -790,6 +817,8 @@ class LearnedPlacement:
         (ids, wait_s, the node as predicted: idle once its jobs have left)."""
         if self.max_wait_candidates <= 0 or job.state is not JobState.QUEUED:
             return []
+        if job.spec.gpus_per_worker > 0:
+            return []  # predicted end times count freed CPUs, not GPUs: a GPU job never waits
         if idx.view.time - job.submit_time >= self.max_wait_s:
             return []
         nw = job.spec.num_workers
@@ -871,7 +900,7 @@ class LearnedPlacement:
         if idx is None or idx.view is not cluster:
             idx = self._nodes(cluster)
         spec = job.spec
-        if idx.slots(spec.cpus_per_worker) < spec.num_workers:
+        if idx.job_slots(spec) < spec.num_workers:
             return None  # fits nowhere now (what `evaluate` would find, without the work)
         scored = self.evaluate(job, cluster)
         if scored:
@@ -1045,11 +1074,15 @@ class StragglerRebalance:
         healthy = [n for n in by_id.values()
                    if n.schedulable and n.cpus_total > 0 and n.node_id not in bad]
         free = {n.node_id: max(n.cpus_free, 0.0) for n in healthy}
+        gpus = {n.node_id: n.gpus_free for n in healthy}
         # A full node is in no candidate: leave it out of the (then shorter) sort.
         fastest = fastest_first([n for n in healthy if free[n.node_id] > _EPS], self._speed)
         options: list[tuple[JobView, NodeIds]] = []
         for j in movable:
-            for ids in gang_candidates(j, fastest, free, max_single=self.max_candidates - 3,
+            cpw, gpw = j.spec.cpus_per_worker, j.spec.gpus_per_worker
+            room = free if gpw <= 0 else {
+                nid: usable_cpus(f, gpus[nid], cpw, gpw) for nid, f in free.items()}
+            for ids in gang_candidates(j, fastest, room, max_single=self.max_candidates - 3,
                                        alike=self._alike):
                 options.append((j, ids))
         pairs = [(j, tuple(by_id[n] for n in ids)) for j, ids in options]
@@ -1068,13 +1101,18 @@ class StragglerRebalance:
             need: dict[str, float] = {}
             for nid in ids:
                 need[nid] = need.get(nid, 0.0) + j.spec.cpus_per_worker
-            if any(free[nid] + _EPS < c for nid, c in need.items()):
+            gpw = j.spec.gpus_per_worker
+            gpu_need = {nid: ids.count(nid) * gpw for nid in need} if gpw > 0 else {}
+            if any(free[nid] + _EPS < c for nid, c in need.items()) or any(
+                    gpus[nid] + _EPS < g for nid, g in gpu_need.items()):
                 continue  # taken by an earlier migration this round
             saving = j.steps_left * (j.recent_step_time_s - step)
             if saving <= cost:
                 continue
             for nid, c in need.items():
                 free[nid] -= c
+            for nid, g in gpu_need.items():
+                gpus[nid] -= g
             self.migrated_at[j.job_id] = now
             out.append(Migration(
                 job_id=j.job_id, from_node_ids=j.node_ids, to_node_ids=ids,
