@@ -1,4 +1,4 @@
-"""Data-parallel training with Ray Train's TorchTrainer: DDP or FSDP2 over gloo on CPU.
+"""Data-parallel training with Ray Train's TorchTrainer: DDP or FSDP2, gloo on CPU, NCCL on GPU.
 
 Worker i runs on `ctx.node_ids[i]` through ``ScalingConfig(label_selector=[...])``. Every global
 batch is deterministic in its step, each worker takes its share of it, and checkpoints live in
@@ -10,6 +10,11 @@ with ``torch.distributed.fsdp.fully_shard`` (FSDP2; works on gloo, unlike Ray's
 same format DDP writes, so a job can stop under one strategy or worker count and resume under
 another. The per-worker loop, `worker_loop`, needs only an initialized process group; Ray's
 `train_loop` is a thin wrapper around it.
+
+With ``gpus_per_worker > 0`` each worker gets its GPUs from Ray Train (``use_gpu``) and the
+process group uses NCCL; `worker_loop` moves the model and every batch to the worker's device
+(``ray.train.torch.get_device()``). Checkpoints always hold CPU tensors (`save_checkpoint`), so
+a job stopped on GPUs resumes on CPUs and vice versa. This module imports without Ray.
 """
 
 from __future__ import annotations
@@ -45,8 +50,14 @@ def worker_shares(spec: JobSpec, ctx: JobContext) -> list[float]:
     return [1.0] * spec.num_workers
 
 
-def apply_compression(ddp_model: Any, compression: str) -> None:
-    """Register a DDP communication hook that compresses gradients before the AllReduce."""
+def apply_compression(ddp_model: Any, compression: str, device: torch.device | None = None
+                      ) -> None:
+    """Register a DDP communication hook that compresses gradients before the AllReduce.
+
+    Both hooks work on gloo (CPU) and NCCL (CUDA). PowerSGD on CPU tensors needs a process
+    that sees no CUDA device: torch's hook then synchronizes the CPU "device" as a CUDA one and
+    fails. Ray hides GPUs from workers that asked for none, so CPU jobs are safe under Ray.
+    """
     if compression == "none" or not hasattr(ddp_model, "register_comm_hook"):
         return  # a single worker is not wrapped in DDP: nothing to communicate
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -55,6 +66,11 @@ def apply_compression(ddp_model: Any, compression: str) -> None:
     if compression == "fp16":
         ddp_model.register_comm_hook(None, default_hooks.fp16_compress_hook)
     elif compression == "powersgd":
+        if (device is None or device.type == "cpu") and torch.cuda.is_available():
+            raise RuntimeError(
+                "compression 'powersgd' on CPU tensors fails inside torch when CUDA is visible "
+                "(its hook calls torch.cuda.synchronize on the tensors' device); train on the "
+                "GPU, or hide the GPUs from this process (CUDA_VISIBLE_DEVICES=)")
         state = powersgd.PowerSGDState(process_group=None, matrix_approximation_rank=1,
                                        start_powerSGD_iter=2, use_error_feedback=True)
         ddp_model.register_comm_hook(state, powersgd.powerSGD_hook)
@@ -67,16 +83,17 @@ def parallelism(spec: JobSpec) -> str:
     return str(spec.options.get("parallelism", "ddp"))
 
 
-def apply_fsdp(model: nn.Module, world: int) -> nn.Module:
+def apply_fsdp(model: nn.Module, world: int, device_type: str = "cpu") -> nn.Module:
     """Shard `model` in place with FSDP2: each child with parameters is a unit, then the root.
 
-    Parameters become DTensors sharded on dim 0 over a 1-D CPU mesh of all ranks; gradients
-    are reduce-scattered and averaged over ranks, as DDP's AllReduce averages them.
+    Parameters become DTensors sharded on dim 0 over a 1-D mesh of all ranks on `device_type`
+    ("cpu" or "cuda"); gradients are reduce-scattered and averaged over ranks, as DDP's
+    AllReduce averages them.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    mesh = init_device_mesh("cpu", (world,))
+    mesh = init_device_mesh(device_type, (world,))
     for child in model.children():
         if any(True for _ in child.parameters()):
             fully_shard(child, mesh=mesh)
@@ -156,21 +173,35 @@ def load_fsdp_state(
     )
 
 
-def worker_loop(
-    spec: JobSpec, ctx: JobContext, *, rank: int, world: int, node_id: str
-) -> dict[str, Any]:
-    """One worker's training loop under an initialized gloo process group (Ray or not).
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """The device a worker trains on (CPU when None); a bare "cuda" gets the current index."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)  # NCCL collectives and barriers run on this device
+    return device
 
+
+def worker_loop(
+    spec: JobSpec, ctx: JobContext, *, rank: int, world: int, node_id: str,
+    device: torch.device | str | None = None, wrap_single_rank: bool = False,
+) -> dict[str, Any]:
+    """One worker's training loop under an initialized process group (Ray or not).
+
+    `device` is where the model and batches live (CPU by default; a CUDA device needs an
+    NCCL group). `wrap_single_rank` wraps even a single rank in DDP (checks of the wrapper).
     Returns a summary: final global loss, steps done, whether it stopped for a migration, and
     the global loss of every step this attempt ran.
     """
     torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
+    device = resolve_device(device)
     fsdp = parallelism(spec) == "fsdp"
-    model = build_model(spec.model, spec.seed)
-    state = load_checkpoint(ctx.checkpoint_dir)
+    model = build_model(spec.model, spec.seed).to(device)  # same initial weights on any device
+    state = load_checkpoint(ctx.checkpoint_dir, map_location="cpu")  # copied onto `device`
     start_step = int(state["step"]) if state is not None else 0
     if fsdp:
-        forward = apply_fsdp(model, world)
+        forward = apply_fsdp(model, world, device.type)
         optimizer = make_optimizer(model.parameters(), spec.learning_rate, MOMENTUM)
         if state is not None:
             load_fsdp_state(model, optimizer, state)
@@ -178,8 +209,8 @@ def worker_loop(
         optimizer = make_optimizer(model.parameters(), spec.learning_rate, MOMENTUM)
         if state is not None:
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        forward = wrap_ddp(model, spec, world)
+            optimizer.load_state_dict(state["optimizer"])  # moves its state to the params
+        forward = wrap_ddp(model, spec, world, device, wrap_single_rank=wrap_single_rank)
     lo, hi = shard_bounds(spec.batch_size, worker_shares(spec, ctx), rank)
     reporter = StepReporter(ctx, rank=rank, node_id=node_id)
     fail_at = spec.options.get("fail_at_step")
@@ -191,7 +222,7 @@ def worker_loop(
             model_state, optim_state = gather_fsdp_state(model, optimizer)
         else:
             model_state, optim_state = model.state_dict(), optimizer.state_dict()
-        if rank == 0:
+        if rank == 0:  # save_checkpoint stores CPU tensors, whatever the device
             save_checkpoint(ctx.checkpoint_dir, {
                 "step": step, "model": model_state, "optimizer": optim_state,
                 "loss": loss_value,
@@ -206,12 +237,15 @@ def worker_loop(
             raise RuntimeError(f"injected failure at step {step}")
         began = time.perf_counter()
         x, y = global_batch(spec.dataset, step, spec.batch_size, spec.seed)
-        loss = loss_fn(spec.model, forward(x[lo:hi]), y[lo:hi])
+        x, y = x[lo:hi].to(device, non_blocking=True), y[lo:hi].to(device, non_blocking=True)
+        loss = loss_fn(spec.model, forward(x), y)
         # DDP and FSDP average gradients over ranks; weighting by shard size makes the update
         # the gradient of the whole global batch, whatever the shares.
         (loss * (hi - lo) * world / spec.batch_size).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the step's time includes its kernels, not launches
         elapsed = stretch_for_speed(time.perf_counter() - began, ctx.speed_of(node_id))
         global_loss = loss.detach() * (hi - lo) / spec.batch_size
         dist.all_reduce(global_loss)
@@ -221,7 +255,7 @@ def worker_loop(
                                   samples=hi - lo)
         stop = False
         if flushed:
-            flag = torch.tensor([1 if reporter.stop_requested else 0])
+            flag = torch.tensor([1 if reporter.stop_requested else 0], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
         if stop or (spec.checkpoint_every and (step + 1) % spec.checkpoint_every == 0):
@@ -235,46 +269,77 @@ def worker_loop(
 DEFAULT_MAX_FAILURES = 2  # worker-group restarts (from the last checkpoint) before FAILED
 
 
-def wrap_ddp(model: nn.Module, spec: JobSpec, world: int) -> nn.Module:
-    """DDP around `model` (with the spec's compression hook) when there are several ranks."""
-    if world <= 1:
+def wrap_ddp(
+    model: nn.Module, spec: JobSpec, world: int, device: torch.device | None = None, *,
+    wrap_single_rank: bool = False,
+) -> nn.Module:
+    """DDP around `model` (with the spec's compression hook) when there are several ranks.
+
+    On CUDA, DDP gets ``device_ids`` (one device per process). Both hooks (fp16, PowerSGD)
+    work on gloo and NCCL; only gloo needs PowerSGD's single gradient bucket.
+    """
+    if world <= 1 and not wrap_single_rank:
         return model  # a single worker has nothing to communicate
     from torch.nn.parallel import DistributedDataParallel
 
+    device = device or torch.device("cpu")
     compression = spec.options.get("compression", "none")
-    # PowerSGD on gloo hangs with several gradient buckets: give DDP a single one.
-    ddp_kwargs = {"bucket_cap_mb": 1024} if compression == "powersgd" else {}
+    ddp_kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        ddp_kwargs["device_ids"] = [device]
+    # PowerSGD on gloo hangs with several gradient buckets: give DDP a single one there.
+    if compression == "powersgd" and dist.get_backend() == "gloo":
+        ddp_kwargs["bucket_cap_mb"] = 1024
     ddp_model = DistributedDataParallel(model, **ddp_kwargs)
-    apply_compression(ddp_model, compression)
+    apply_compression(ddp_model, compression, device)
     return ddp_model
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     """The per-worker loop Ray Train runs; returns rank 0's summary."""
     import ray.train
+    import ray.train.torch
 
     train_ctx = ray.train.get_context()
     return worker_loop(
         config["spec"], config["ctx"], rank=train_ctx.get_world_rank(),
         world=train_ctx.get_world_size(), node_id=current_node_id(),
+        device=ray.train.torch.get_device(),  # the worker's GPU with use_gpu, else the CPU
     )
 
 
+def train_resources(spec: JobSpec) -> dict[str, Any]:
+    """What Ray Train is asked for: the process-group backend, `use_gpu`, each worker's resources.
+
+    GPU jobs ask for ``gpus_per_worker`` GPUs per worker and communicate over NCCL; CPU jobs
+    over gloo.
+    """
+    from raysched.platform.placement import worker_resources
+
+    use_gpu = spec.gpus_per_worker > 0
+    return {"backend": "nccl" if use_gpu else "gloo", "use_gpu": use_gpu,
+            "resources_per_worker": worker_resources(spec.cpus_per_worker,
+                                                     spec.gpus_per_worker)}
+
+
 def run(spec: JobSpec, ctx: JobContext) -> JobOutcome:
-    """Run one attempt with TorchTrainer; worker i pinned to ctx.node_ids[i]."""
+    """Run one attempt with TorchTrainer; worker i pinned to ctx.node_ids[i] (GPUs: see
+    `train_resources`)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raysched.platform.placement import worker_label_selectors
 
     storage = Path(ctx.checkpoint_dir).parent.parent / "ray_train"
+    asked = train_resources(spec)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": spec, "ctx": ctx},
-        torch_config=TorchConfig(backend="gloo"),
+        torch_config=TorchConfig(backend=asked["backend"]),
         scaling_config=ScalingConfig(
             num_workers=spec.num_workers,
-            resources_per_worker={"CPU": spec.cpus_per_worker},
+            use_gpu=asked["use_gpu"],
+            resources_per_worker=asked["resources_per_worker"],
             label_selector=worker_label_selectors(ctx.node_ids),
         ),
         run_config=RunConfig(
