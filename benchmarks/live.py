@@ -34,7 +34,8 @@ from raysched.platform.workload import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POLICIES = ("fifo_ray_default", "fifo_least_loaded", "random", "learned", "oracle")
+# The headline comparison first: a run cut short keeps learned vs FIFO and the oracle.
+POLICIES = ("fifo_ray_default", "learned", "oracle", "fifo_least_loaded", "random")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
