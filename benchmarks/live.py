@@ -37,6 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The headline comparison first: a run cut short keeps learned vs FIFO and the oracle.
 POLICIES = ("fifo_ray_default", "learned", "oracle", "fifo_least_loaded", "random")
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=20)
