@@ -16,6 +16,13 @@
   member of a burst finishes, the still-active members' prediction becomes the mean log
   duration of the burst's finished members, with its own residual pool ("burst"), and
   `finish` reports which jobs changed (`changed_`).
+- Options (all off by default; BENCHMARKS.md has their tuning-week figures):
+  `history_weight` w moves every prediction towards QSSF's history estimate (baseline +
+  (1 - w) x correction; w=1 is QSSF's estimate); `burst_prior` k shrinks a burst mean
+  towards the job's own model prediction, as if k more members had finished at it (the first
+  finishers of a burst are its shortest, so its mean is low early); `burst_group_pools`
+  gives burst-informed jobs of each (VC, units) group their own residual pool (at least
+  `min_group` residuals, else the pool of all burst-informed jobs).
 
 Nothing here reads the duration of a job that has not finished at the simulated time.
 """
@@ -198,7 +205,14 @@ class OnlineDurationModel:
         max_iter: int = 60,
         seed: int = 0,
         burst_gap_s: float | None = 30.0,
+        history_weight: float = 0.0,
+        burst_prior: float = 0.0,
+        burst_group_pools: bool = False,
     ) -> None:
+        if not 0.0 <= history_weight <= 1.0:
+            raise ValueError(f"history_weight must be in [0, 1], got {history_weight}")
+        if burst_prior < 0:
+            raise ValueError(f"burst_prior must be >= 0, got {burst_prior}")
         self.retrain_every = retrain_every
         self.min_train = min_train
         self.max_train = max_train
@@ -208,6 +222,9 @@ class OnlineDurationModel:
         self.max_iter = max_iter
         self.seed = seed
         self.burst_gap_s = burst_gap_s
+        self.history_weight = history_weight
+        self.burst_prior = burst_prior
+        self.burst_group_pools = burst_group_pools
         self.history = History()
         self.vc_codes: dict[str, int] = {}
         self.X: list[np.ndarray] = []
@@ -216,6 +233,7 @@ class OnlineDurationModel:
         self.group_residuals: dict[tuple, deque[float]] = {}
         self.active: dict[int, np.ndarray] = {}  # job idx -> features frozen at submit
         self.mu: dict[int, float] = {}  # job idx -> current predicted log duration
+        self.mu_model: dict[int, float] = {}  # job idx -> the model's own prediction
         self.groups_of: dict[int, tuple[tuple, ...]] = {}
         self.version = 0  # bumps whenever predictions or rank tables change
         self.n_finished = 0
@@ -230,6 +248,7 @@ class OnlineDurationModel:
         self.burst_last: dict[tuple, tuple[float, int]] = {}  # group -> (last submit, burst)
         self.burst_of: dict[int, int] = {}  # active job -> burst id
         self.burst_members: dict[int, set[int]] = {}  # burst -> active members
+        self.burst_scout: dict[int, int] = {}  # burst -> its first member (scouts for the rest)
         self.burst_logs: dict[int, list[float]] = {}  # burst -> finished members' log durations
         self.informed: set[int] = set()  # active jobs predicted from finished burst siblings
         self.job_version: dict[int, int] = {}  # active job -> bumps when its prediction changes
@@ -283,13 +302,22 @@ class OnlineDurationModel:
         )
 
     def _predict(self, x: np.ndarray) -> float:
+        """History baseline (QSSF's estimate) + (1 - `history_weight`) x the correction."""
         base = float(x[0])
         if self.model_ is None:
             return base
         xs = x[self.cols_]
         if self.fast_ is not None:
-            return base + self.fast_(xs)
-        return base + float(self.model_.predict(xs[None, :])[0])  # type: ignore[attr-defined]
+            corr = self.fast_(xs)
+        else:
+            corr = float(self.model_.predict(xs[None, :])[0])  # type: ignore[attr-defined]
+        return base + (1.0 - self.history_weight) * corr
+
+    def _burst_mean(self, logs: list[float], own: float) -> float:
+        """Mean log duration of a burst's finished members, shrunk towards the job's own
+        model prediction `own` with the weight of `burst_prior` finished jobs."""
+        k = self.burst_prior
+        return (sum(logs) + k * own) / (len(logs) + k)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def submit(self, idx: int, job: TraceJob) -> float:
@@ -298,20 +326,29 @@ class OnlineDurationModel:
         self.active[idx] = x
         self.groups_of[idx] = self._groups(job)
         mu = self._predict(x)
-        self.mu[idx] = mu
+        self.mu[idx] = self.mu_model[idx] = mu
         if self.burst_gap_s is not None:
             g = ("vcg", job.vc, job.gpus, job.cpus)
             last, b = self.burst_last.get(g, (-math.inf, -1))
             if job.submit_s - last > self.burst_gap_s:
                 b = self._new_burst()
+                self.burst_scout[b] = idx
             self.burst_last[g] = (job.submit_s, b)
             self.burst_of[idx] = b
             self.burst_members.setdefault(b, set()).add(idx)
             logs = self.burst_logs.get(b)
             if logs:  # a sibling already finished: start from the burst's mean
-                self.mu[idx] = mu = sum(logs) / len(logs)
+                self.mu[idx] = mu = self._burst_mean(logs, mu)
                 self.informed.add(idx)
         return mu
+
+    def deferred(self, idx: int) -> bool:
+        """True for an active job whose burst has no finished member yet and whose first
+        member (the burst's scout) is another job: the scout's run will tell its duration."""
+        if idx in self.informed:
+            return False
+        b = self.burst_of.get(idx)
+        return b is not None and self.burst_scout.get(b, idx) != idx
 
     def _new_burst(self) -> int:
         self.n_bursts += 1
@@ -321,17 +358,19 @@ class OnlineDurationModel:
         """A job finished: learn from it. Returns True when predictions or ranks changed."""
         x = self.active.pop(idx)
         mu = self.mu.pop(idx)
+        self.mu_model.pop(idx, None)
         groups = self.groups_of.pop(idx)
         y = math.log(max(duration, 1.0))
         informed = idx in self.informed
         self.informed.discard(idx)
         self.job_version.pop(idx, None)
         if informed:
-            pool = ("burst",)
-            d = self.group_residuals.get(pool)
-            if d is None:
-                d = self.group_residuals[pool] = deque(maxlen=self.residual_window)
-            d.append(y - mu)
+            for pool in self._burst_pools(groups):
+                d = self.group_residuals.get(pool)
+                if d is None:
+                    size = self.residual_window if pool == ("burst",) else self.group_window
+                    d = self.group_residuals[pool] = deque(maxlen=size)
+                d.append(y - mu)
         else:
             self.residuals.append(y - mu)
             for g in groups[:-1]:
@@ -364,9 +403,8 @@ class OnlineDurationModel:
         if not members:
             del self.burst_members[b]
             return []
-        mean = sum(logs) / len(logs)
         for m in members:
-            self.mu[m] = mean
+            self.mu[m] = self._burst_mean(logs, self.mu_model[m])
             self.informed.add(m)
             self.job_version[m] = self.job_version.get(m, 0) + 1
         return list(members)
@@ -401,11 +439,17 @@ class OnlineDurationModel:
             if self.active:
                 ids = list(self.active)
                 xs = np.array([self.active[i] for i in ids])
-                preds = xs[:, 0] + model.predict(xs[:, self.cols_])
-                self.mu.update(
-                    (i, float(p)) for i, p in zip(ids, preds, strict=True)
-                    if i not in self.informed  # burst evidence beats the model
-                )
+                corr = model.predict(xs[:, self.cols_])
+                preds = xs[:, 0] + (1.0 - self.history_weight) * corr
+                for i, p in zip(ids, preds, strict=True):
+                    self.mu_model[i] = float(p)
+                    if i not in self.informed:
+                        self.mu[i] = float(p)
+                    elif self.burst_prior:  # burst evidence, shrunk to the new prediction
+                        b = self.burst_of.get(i)
+                        logs = self.burst_logs.get(b) if b is not None else None
+                        if logs:
+                            self.mu[i] = self._burst_mean(logs, float(p))
         self._update_ranks()
         self.fit_seconds_ += time.perf_counter() - t0
 
@@ -424,9 +468,16 @@ class OnlineDurationModel:
         self.version += 1
 
     # -- ranks -----------------------------------------------------------------------------------
+    def _burst_pools(self, groups: tuple[tuple, ...]) -> tuple[tuple, ...]:
+        """Residual pools of a burst-informed job: its (VC, units) group's burst pool when
+        `burst_group_pools`, then the pool of all burst-informed jobs."""
+        if self.burst_group_pools:
+            return (("burst", *groups[0][1:]), ("burst",))
+        return (("burst",),)
+
     def _pools(self, idx: int) -> tuple[tuple, ...]:
         if idx in self.informed:
-            return (("burst",), *self.groups_of[idx])
+            return (*self._burst_pools(self.groups_of[idx]), *self.groups_of[idx])
         return self.groups_of[idx]
 
     def _table(self, idx: int) -> tuple[np.ndarray, float] | None:

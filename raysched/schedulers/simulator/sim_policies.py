@@ -163,6 +163,13 @@ class LearnedPolicy(_Base):
 
     When a job finishes, the model re-predicts the still-active members of its submission burst
     (online_predictor.py) and only those are re-filed (`on_finish` returns their indices).
+    With `scouts` (off by default), only the first member (its scout) of a burst none of whose
+    members finished yet is ranked by the Gittins rank, which rewards probing a job to see if
+    it is short; its siblings are ranked by their expected remaining time until the scout (or
+    any member) finishes and re-predicts them: one run tells the whole burst's duration, so
+    probing every member at once buys nothing but preemptions. It helps on the contended
+    tuning weeks but costs 2.8% on 2017-09-24..30 on the contended cluster, so it is not the
+    default (BENCHMARKS.md, "Simulator on Philly").
 
     Preemption guards (a running job's rank is what a waiting one must beat): the running job's
     rank is divided by `hysteresis` x exp(`preempt_z` x s), s being the s.d. of the log-duration
@@ -189,6 +196,7 @@ class LearnedPolicy(_Base):
         hysteresis: float = 1.0,
         preempt_z: float = 1.0,
         min_run_s: float = 0.0,
+        scouts: bool = False,
     ) -> None:
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
@@ -202,6 +210,7 @@ class LearnedPolicy(_Base):
         self.hysteresis = hysteresis
         self.preempt_z = preempt_z
         self.min_run_s = min_run_s
+        self.scouts = scouts
         self.refit_times: list[float] = []  # simulated times at which the model changed
 
     def _bucket(self, age: float) -> int:
@@ -229,7 +238,9 @@ class LearnedPolicy(_Base):
         done = job.executed(now)
         bucket = self._bucket(done)
         age = self._age_of(bucket)
-        if self.rank == "gittins":
+        if self.scouts and self.model.deferred(job.idx):
+            r = self.model.expected_remaining(job.idx, age)  # no probing: the scout probes
+        elif self.rank == "gittins":
             r = self.model.rank(job.idx, age)
         elif self.rank == "mean":
             r = self.model.expected_remaining(job.idx, age)
