@@ -31,38 +31,28 @@ class AdmitAll:
     """Admit every job whose gang could fit on the cluster when it is empty."""
 
     def admit(self, job: JobView, cluster: ClusterView) -> Admission:
+        refusal = self.refusal(job, cluster)
+        return Admission(job_id=job.job_id, admitted=refusal is None,
+                         reason=refusal or "fits the cluster")
+
+    @staticmethod
+    def refusal(job: JobView, cluster: ClusterView) -> str | None:
+        """Why the job could never fit this cluster, or None if it could."""
         spec = job.spec
         biggest = cluster.max_node_cpus
         if spec.cpus_per_worker > biggest:
-            return Admission(
-                job_id=job.job_id,
-                admitted=False,
-                reason=f"{spec.cpus_per_worker} CPUs per worker; largest node has {biggest}",
-            )
+            return f"{spec.cpus_per_worker} CPUs per worker; largest node has {biggest}"
         alive = [n for n in cluster.nodes if n.alive]
         if spec.gpus_per_worker > 0 and not any(could_ever_fit(n, spec) for n in alive):
-            return Admission(
-                job_id=job.job_id,
-                admitted=False,
-                reason=(f"{spec.cpus_per_worker} CPUs and {spec.gpus_per_worker} GPUs per "
-                        f"worker; no node has both (most GPUs on a node: "
-                        f"{cluster.max_node_gpus:g})"),
-            )
+            return (f"{spec.cpus_per_worker} CPUs and {spec.gpus_per_worker} GPUs per worker; "
+                    f"no node has both (most GPUs on a node: {cluster.max_node_gpus:g})")
         total = sum(n.cpus_total for n in alive)
         if spec.total_cpus > total:
-            return Admission(
-                job_id=job.job_id,
-                admitted=False,
-                reason=f"needs {spec.total_cpus} CPUs; the cluster has {total}",
-            )
+            return f"needs {spec.total_cpus} CPUs; the cluster has {total}"
         gpus = sum(n.gpus_total for n in alive)
         if spec.total_gpus > gpus:
-            return Admission(
-                job_id=job.job_id,
-                admitted=False,
-                reason=f"needs {spec.total_gpus} GPUs; the cluster has {gpus:g}",
-            )
-        return Admission(job_id=job.job_id, admitted=True, reason="fits the cluster")
+            return f"needs {spec.total_gpus} GPUs; the cluster has {gpus:g}"
+        return None
 
 
 class FifoOrder:

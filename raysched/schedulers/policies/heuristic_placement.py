@@ -39,8 +39,9 @@ class LeastLoadedPlacement:
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
         spec = job.spec
-        free = job_free_cpus(_schedulable(cluster), spec)
-        by_id = {n.node_id: n for n in _schedulable(cluster)}
+        schedulable = _schedulable(cluster)
+        free = job_free_cpus(schedulable, spec)
+        by_id = {n.node_id: n for n in schedulable}
         chosen: list[str] = []
         for _ in range(spec.num_workers):
             fits = [nid for nid, f in free.items() if f + 1e-9 >= spec.cpus_per_worker]
@@ -60,8 +61,9 @@ class PackPlacement:
     name = "pack"
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
-        free = job_free_cpus(_schedulable(cluster), job.spec)
-        nodes = sorted(_schedulable(cluster), key=lambda n: (free[n.node_id], n.node_id))
+        schedulable = _schedulable(cluster)
+        free = job_free_cpus(schedulable, job.spec)
+        nodes = sorted(schedulable, key=lambda n: (free[n.node_id], n.node_id))
         fit = _gang_fit(nodes, job)
         return _placement(job, fit, self.name, "packed onto the fullest nodes that fit")
 
@@ -73,8 +75,9 @@ class SpreadPlacement:
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
         spec = job.spec
-        free = job_free_cpus(_schedulable(cluster), spec)
-        nodes = sorted(_schedulable(cluster), key=lambda n: (-free[n.node_id], n.node_id))
+        schedulable = _schedulable(cluster)
+        free = job_free_cpus(schedulable, spec)
+        nodes = sorted(schedulable, key=lambda n: (-free[n.node_id], n.node_id))
         chosen: list[str] = []
         while len(chosen) < spec.num_workers:
             progress = False

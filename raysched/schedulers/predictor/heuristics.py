@@ -155,8 +155,8 @@ class Heuristic:
         scale_of = self.step_scale
         spread_of = getattr(self, "step_spread", {})  # models pickled before spreads existed
         wide = (1.0 / INTERVAL_FACTOR, INTERVAL_FACTOR)
-        names = [self._group(str(k), None if models is None else str(m))
-                 for k, m in zip(kinds, models if models is not None else kinds, strict=True)]
+        model_of = [None] * len(kinds) if models is None else [str(m) for m in models]
+        names = [self._group(str(k), m) for k, m in zip(kinds, model_of, strict=True)]
         scale = np.array([scale_of.get(g, 1.0) for g in names], dtype=float)
         lo_hi = np.array([spread_of.get(g, wide) for g in names], dtype=float).reshape(-1, 2)
         step = np.asarray(estimate, dtype=float) * scale
