@@ -79,7 +79,11 @@ def _attempt(spec: JobSpec, ctx: JobContext, relaunch: int) -> list[dict[str, An
 
 
 def bubble_fraction(busy_s: list[float], wall_s: list[float]) -> float:
-    """Measured pipeline bubble: the mean over stages of 1 - busy / wall."""
+    """Mean over stages of 1 - busy / wall.
+
+    With each stage's compute time as busy and its time inside schedule.step as wall, this is
+    the measured pipeline bubble (see raysched.jobs.pipeline_timing).
+    """
     return sum(1.0 - b / w for b, w in zip(busy_s, wall_s, strict=True) if w > 0) / len(busy_s)
 
 
@@ -96,6 +100,7 @@ def run(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     results, relaunches = run_with_relaunch(lambda r: _attempt(spec, ctx, r))
     last = results[-1]
     busy = [r["busy_s"] for r in results]
+    in_schedule = [r["schedule_s"] for r in results]
     wall = [r["wall_s"] for r in results]
     ran = last["steps_done"] > last["start_step"] + 1
     return JobOutcome(
@@ -108,8 +113,11 @@ def run(spec: JobSpec, ctx: JobContext) -> JobOutcome:
             "relaunches": relaunches,
             "stage_nodes": [r["node_id"] for r in results],
             "stage_busy_s": busy,
+            "stage_schedule_s": in_schedule,
             "wall_s": max(wall),
-            "bubble": bubble_fraction(busy, wall) if ran else math.nan,
+            "bubble": bubble_fraction(busy, in_schedule) if ran else math.nan,
+            # The same over the whole loop (optimizer, all-reduces, telemetry): not the bubble.
+            "loop_idle": bubble_fraction(busy, wall) if ran else math.nan,
             "ideal_bubble": ideal_bubble(config.num_stages, config.micro_batches),
             "schedule": config.schedule,
             "micro_batches": config.micro_batches,

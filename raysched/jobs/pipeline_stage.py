@@ -16,6 +16,7 @@ from raysched.jobs import sharded_checkpoints as checkpoints
 from raysched.jobs.base import JobContext, StepReporter, stretch_for_speed
 from raysched.jobs.data import global_batch
 from raysched.jobs.models import build_model, loss_fn
+from raysched.jobs.pipeline_timing import StageClock
 from raysched.jobs.stages import split_sequential
 from raysched.jobs.training_loop import make_optimizer
 from raysched.schedulers.spec import JobSpec
@@ -70,7 +71,7 @@ class StageRunner:
         full = build_model(spec.model, spec.seed)
         self.module = split_sequential(full, self.config.num_stages)[rank]
         self.optimizer = make_optimizer(self.module.parameters(), spec.learning_rate)
-        self.busy_s = 0.0
+        self.clock = StageClock()
         global_batch(spec.dataset, 0, 1, spec.seed)  # load the dataset now, not in step 0
 
     @property
@@ -96,25 +97,18 @@ class StageRunner:
             dist.destroy_process_group()
 
     def _schedule(self) -> Any:
+        """The schedule over this stage, its compute and its step() timed by self.clock."""
         stage = PipelineStage(self.module, self.rank, self.config.num_stages, torch.device("cpu"))
         for name in ("forward_one_chunk", "backward_one_chunk"):
-            setattr(stage, name, self._timed(getattr(stage, name)))
+            setattr(stage, name, self.clock.compute(getattr(stage, name)))
         model_name = self.spec.model
-        return SCHEDULES[self.config.schedule](
+        schedule = SCHEDULES[self.config.schedule](
             stage,
             self.config.micro_batches,
-            loss_fn=lambda out, target: loss_fn(model_name, out, target),
+            loss_fn=self.clock.compute(lambda out, target: loss_fn(model_name, out, target)),
         )
-
-    def _timed(self, fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.busy_s += time.perf_counter() - t0
-
-        return wrapper
+        schedule.step = self.clock.schedule(schedule.step)
+        return schedule
 
     def load(self, step: int) -> float:
         """Restore this stage from the checkpoint after `step` steps; returns its loss."""
@@ -151,7 +145,8 @@ class StageRunner:
         fail_at = spec.options.get("fail_at_step")
         losses: list[float] = []
         step, stopped = start_step, False
-        self.busy_s, wall_start = 0.0, time.perf_counter()
+        self.clock.reset()
+        wall_start = time.perf_counter()
         while step < spec.steps:
             if fail_at is not None and step == fail_at:
                 raise RuntimeError(f"injected failure at step {step}")
@@ -182,7 +177,8 @@ class StageRunner:
             if stopped:
                 break
             if step == start_step + 1:  # the first step infers shapes: leave it out of the bubble
-                self.busy_s, wall_start = 0.0, time.perf_counter()
+                self.clock.reset()
+                wall_start = time.perf_counter()
         reporter.flush()
         return {
             "rank": self.rank,
@@ -192,6 +188,10 @@ class StageRunner:
             "stopped": stopped,
             "final_loss": loss,
             "losses": losses,
-            "busy_s": self.busy_s,  # compute time after the first step
-            "wall_s": time.perf_counter() - wall_start,  # wall time after the first step
+            # After the first step: compute (forward, backward, loss) inside schedule.step, the
+            # time inside schedule.step, and the loop's wall time (optimizer, all-reduces,
+            # telemetry and checkpoints too). The bubble is 1 - busy_s / schedule_s.
+            "busy_s": self.clock.busy_s,
+            "schedule_s": self.clock.schedule_s,
+            "wall_s": time.perf_counter() - wall_start,
         }
