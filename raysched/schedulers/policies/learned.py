@@ -44,6 +44,12 @@ from raysched.schedulers.decisions import (
 )
 from raysched.schedulers.fit import usable_cpus
 from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy
+from raysched.schedulers.policies.node_speeds import (
+    AdjustView,
+    MeasuredNodeSpeeds,
+    NodeSpeedSource,
+    SpeedAdjustedViews,
+)
 from raysched.schedulers.policies.straggler_signals import (
     StragglerSignal,
     calibration,
@@ -563,6 +569,8 @@ class LearnedPlacement:
     one `prepare` to the next); see the module docstring for the round's prediction cache.
     A GPU job's candidates count free CPUs capped by free GPUs (`fit.usable_cpus`), so each
     worker gets a free GPU; it never waits for a busy node (end times track CPUs only).
+    With `adjust` (see `node_speeds.SpeedAdjustedViews`) every view is first replaced by one
+    whose node speeds are what they are measured to be now, not what the labels say.
     """
 
     name = "learned"
@@ -579,7 +587,9 @@ class LearnedPlacement:
         max_evaluations: int = 64,
         round_ttl_s: float = 5.0,
         policy_name: str = "learned",
+        adjust: AdjustView | None = None,
     ) -> None:
+        self.adjust = adjust
         self.risk = risk
         self.max_candidates = max(max_candidates, 4)
         self.max_wait_candidates = max_wait_candidates
@@ -610,6 +620,9 @@ class LearnedPlacement:
         self._dur_set: set[str] = set()  # jobs `place` gave a duration since the last build
 
     # -- per-view and per-round caches ------------------------------------------------------
+
+    def _adjusted(self, view: ClusterView) -> ClusterView:
+        return self.adjust(view) if self.adjust is not None else view
 
     def _nodes(self, view: ClusterView) -> _NodeIndex:
         if self._index is None or self._index.view is not view:
@@ -676,6 +689,7 @@ class LearnedPlacement:
         Those are the first `max_evaluations` jobs of `order` that fit the free capacity now;
         `place` then answers from this cache while launches change the free CPUs.
         """
+        view = self._adjusted(view)
         self._new_round(view.time, prepared=True)
         idx = self._nodes(view)
         todo: list[tuple[Hashable, JobView, _Cand]] = []
@@ -869,6 +883,7 @@ class LearnedPlacement:
 
     def evaluate(self, job: JobView, view: ClusterView) -> list[_Scored]:
         """Every candidate considered for `job`, best first (rejected ones last)."""
+        view = self._adjusted(view)
         idx = self._nodes(view)
         plan = self._plan(job, idx)
         if plan is None:
@@ -892,6 +907,7 @@ class LearnedPlacement:
         return scored
 
     def place(self, job: JobView, cluster: ClusterView) -> Placement | None:
+        cluster = self._adjusted(cluster)
         if cluster.time - self._round_time > self.round_ttl_s:
             self._new_round(cluster.time)
         if self._evaluated >= self.max_evaluations:
@@ -961,6 +977,14 @@ class StragglerRebalance:
     migration's `predicted_gain_s` is that saving minus the cost. A job is not migrated again
     within `cooldown_s`.
 
+    Node-level evidence, with `node_speeds` (see `node_speeds.py`): each round the running jobs'
+    measured and predicted step times update the source's per-node slowdowns. A node slowed
+    `drain_factor` times or more is flagged degraded whatever its jobs' own yardsticks say, and
+    every job on a node slowed `move_factor` times or more may move even though it measured its
+    own early steps there (it started after the slowdown). Targets are then predicted on the
+    view with measured speeds, and a mover's predictions are rescaled to its recent steps on
+    the speeds measured now (not to its baseline, which may predate the slowdown).
+
     Stateful, deliberately: the view carries no memory of when a node was last seen slow, so the
     rebalancer remembers, per node it flagged, the time of the latest evidence, and flags the node
     healthy again after `recovery_s` seconds without new evidence (a drained node whose jobs have
@@ -979,7 +1003,16 @@ class StragglerRebalance:
         cooldown_s: float = 600.0,
         refresh_s: float = 60.0,
         max_candidates: int = 8,
+        node_speeds: NodeSpeedSource | None = None,
+        move_factor: float = 2.0,
+        drain_factor: float = 3.0,
+        adjust: AdjustView | None = None,
     ) -> None:
+        self.node_speeds = node_speeds
+        self.move_factor = move_factor
+        self.drain_factor = drain_factor
+        self.adjust = adjust if adjust is not None or node_speeds is None \
+            else SpeedAdjustedViews(node_speeds)
         self.slow_factor = slow_factor
         self.self_factor = self_factor
         self.min_steps = min_steps
@@ -1026,6 +1059,13 @@ class StragglerRebalance:
                     if j.recent_step_time_s and j.steps_done >= self.min_steps and j.node_ids
                     and all(n in by_id for n in j.node_ids)]
         expected = self._expected_steps(measured, cluster, by_id)
+        slowed: dict[str, float] = {}  # node -> measured slowdown (node-level evidence)
+        if self.node_speeds is not None:
+            self.node_speeds.update(cluster, {k: v[0] for k, v in expected.items()})
+            for n in cluster.nodes:
+                factor = self.node_speeds.slowdown(n)
+                if factor >= self.move_factor:
+                    slowed[n.node_id] = factor
         slow: list[tuple[JobView, StragglerSignal]] = []
         cleared: set[str] = set()
         for j in measured:
@@ -1037,15 +1077,22 @@ class StragglerRebalance:
                 cleared.update(j.node_ids)
         flags: list[NodeFlag] = []
         suspects: set[str] = set()
+
+        def suspect(nid: str, reason: str) -> None:
+            suspects.add(nid)
+            if nid not in self.flagged_at and not by_id[nid].degraded:
+                flags.append(NodeFlag(node_id=nid, degraded=True, reason=reason))
+            self.flagged_at[nid] = now
+
         for j, signal in slow:
             for nid in dict.fromkeys(j.node_ids):
-                if nid in cleared:
-                    continue
-                suspects.add(nid)
-                if nid not in self.flagged_at and not by_id[nid].degraded:
-                    flags.append(NodeFlag(node_id=nid, degraded=True,
-                                          reason=f"job {j.job_id} {signal.describe()}"))
-                self.flagged_at[nid] = now
+                if nid not in cleared:
+                    suspect(nid, f"job {j.job_id} {signal.describe()}")
+        for nid, factor in slowed.items():
+            if factor >= self.drain_factor and nid not in suspects:
+                node = by_id[nid]
+                suspect(nid, f"node {factor:.2g}x slower than its speed label "
+                             f"{node.speed:g}: {self.node_speeds.evidence(node)}")  # type: ignore[union-attr]
         for nid, t in list(self.flagged_at.items()):
             if nid not in suspects and now - t >= self.recovery_s:
                 del self.flagged_at[nid]
@@ -1053,10 +1100,16 @@ class StragglerRebalance:
                     flags.append(NodeFlag(node_id=nid, degraded=False, reason=(
                         f"no slowness seen for {now - t:.0f} s (recovery after "
                         f"{self.recovery_s:g} s)")))
-        migrations = self._migrations(slow, cluster, by_id, suspects, expected)
+        movers = {j.job_id: (j, "straggler") for j, _ in slow}
+        for j in measured:
+            on = [n for n in dict.fromkeys(j.node_ids) if n in slowed]
+            if j.job_id not in movers and on:
+                movers[j.job_id] = (j, f"on {_short(on[0])}, measured {slowed[on[0]]:.2g}x "
+                                       "slower than its label")
+        migrations = self._migrations(movers, cluster, by_id, suspects | set(slowed), expected)
         return RebalanceDecision(migrations=tuple(migrations), node_flags=tuple(flags))
 
-    def _migrations(self, slow: Sequence[tuple[JobView, StragglerSignal]], view: ClusterView,
+    def _migrations(self, candidates: dict[str, tuple[JobView, str]], view: ClusterView,
                     by_id: dict[str, NodeView], bad: set[str],
                     expected: dict[str, tuple[float, float]]) -> list[Migration]:
         """Moves whose saving (in the job's measured units) beats one migration's cost.
@@ -1068,9 +1121,12 @@ class StragglerRebalance:
             else self.migration_cost_s
         for k in [k for k, t in self.migrated_at.items() if now - t >= self.cooldown_s]:
             del self.migrated_at[k]
-        movable = [j for j, _ in slow if j.job_id not in self.migrated_at]
+        movable = [j for j, _ in candidates.values() if j.job_id not in self.migrated_at]
         if not movable:
             return []
+        if self.adjust is not None:  # predict on the speeds measured now
+            view = self.adjust(view)
+            by_id = {n.node_id: n for n in view.nodes}
         healthy = [n for n in by_id.values()
                    if n.schedulable and n.cpus_total > 0 and n.node_id not in bad]
         free = {n.node_id: max(n.cpus_free, 0.0) for n in healthy}
@@ -1085,11 +1141,18 @@ class StragglerRebalance:
             for ids in gang_candidates(j, fastest, room, max_single=self.max_candidates - 3,
                                        alike=self._alike):
                 options.append((j, ids))
+        own = [(j, tuple(by_id[n] for n in j.node_ids)) for j in movable] \
+            if self.adjust is not None else []
         pairs = [(j, tuple(by_id[n] for n in ids)) for j, ids in options]
-        preds = _predict(self.cost_model, pairs, view)
-        scale = {j.job_id: calibration(j, expected[j.job_id][0]) for j in movable}
+        preds = _predict(self.cost_model, own + pairs, view)
+        if self.adjust is not None:  # the job's recent steps over its prediction there now
+            scale = {j.job_id: min(max((j.recent_step_time_s or 0.0) / p.step, 0.01), 100.0)
+                     if p.step > 0 else 1.0 for j, p in zip(movable, preds[:len(own)],
+                                                            strict=True)}
+        else:
+            scale = {j.job_id: calibration(j, expected[j.job_id][0]) for j in movable}
         best: dict[str, tuple[float, NodeIds]] = {}
-        for (j, ids), p in zip(options, preds, strict=True):
+        for (j, ids), p in zip(options, preds[len(own):], strict=True):
             step = p.step * scale[j.job_id]
             if j.job_id not in best or step < best[j.job_id][0]:
                 best[j.job_id] = (step, ids)
@@ -1106,7 +1169,7 @@ class StragglerRebalance:
             if any(free[nid] + _EPS < c for nid, c in need.items()) or any(
                     gpus[nid] + _EPS < g for nid, g in gpu_need.items()):
                 continue  # taken by an earlier migration this round
-            saving = j.steps_left * (j.recent_step_time_s - step)
+            saving = j.steps_left * ((j.recent_step_time_s or 0.0) - step)
             if saving <= cost:
                 continue
             for nid, c in need.items():
@@ -1117,7 +1180,7 @@ class StragglerRebalance:
             out.append(Migration(
                 job_id=j.job_id, from_node_ids=j.node_ids, to_node_ids=ids,
                 predicted_gain_s=saving - cost,
-                reason=(f"straggler: {j.recent_step_time_s:.3g} s/step measured, "
+                reason=(f"{candidates[j.job_id][1]}: {j.recent_step_time_s:.3g} s/step measured, "
                         f"{step:.3g} s/step predicted on {_describe(ids, by_id)}; "
                         f"{j.steps_left} steps left save {saving:.1f} s > migration cost "
                         f"{cost:.1f} s"
@@ -1158,15 +1221,29 @@ def learned_policy(
     name: str = "learned",
     migration_cost_s: float = 30.0,
     risk: float = 1.0,
+    node_speeds: NodeSpeedSource | None | str = "measured",
+    straggler_factors: tuple[float, float] = (1.5, 3.0),
 ) -> SchedulingPolicy:
-    """The learned scheduling policy on `cost_model` (AdmitAll admission, backfill on)."""
-    placement = LearnedPlacement(cost_model, risk=risk, policy_name=name)
+    """The learned scheduling policy on `cost_model` (AdmitAll admission, backfill on).
+
+    `node_speeds`: where node slowdowns come from ("measured": `MeasuredNodeSpeeds`; None:
+    trust the speed labels). Placement and rebalancing then share one adjusted view per
+    round. `straggler_factors`: the rebalancer's (slow_factor, self_factor).
+    """
+    source = MeasuredNodeSpeeds() if node_speeds == "measured" else node_speeds
+    if isinstance(source, str):
+        raise ValueError(f"node_speeds must be 'measured', None or a source, got {source!r}")
+    adjust = SpeedAdjustedViews(source) if source is not None else None
+    placement = LearnedPlacement(cost_model, risk=risk, policy_name=name, adjust=adjust)
+    slow_factor, self_factor = straggler_factors
     return SchedulingPolicy(
         name=name,
         admission=AdmitAll(),
         ordering=_PrefetchingOrder(PredictedRemainingOrder(cost_model), placement),
         placement=placement,
-        rebalancing=StragglerRebalance(cost_model, migration_cost_s=migration_cost_s),
+        rebalancing=StragglerRebalance(
+            cost_model, migration_cost_s=migration_cost_s, node_speeds=source, adjust=adjust,
+            slow_factor=slow_factor, self_factor=self_factor),
         backfill=True,
     )
 

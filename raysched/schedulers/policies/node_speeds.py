@@ -1,0 +1,199 @@
+"""How fast each node really is now: measured step times against predictions, node by node.
+
+A node's speed label says how fast it should be. A noisy neighbour, throttling or a failing
+disk make it slower than that, and a job placed there after the fact measures its own early
+steps at the slow pace, so no job-level yardstick shows it. What does show it is the node
+*next to* the others: every measured job has a ratio ``measured step / predicted step`` (its
+prediction made from the labels); a healthy cluster has similar ratios everywhere (the model's
+bias and the machine's contention hit all nodes alike), a slowed node's jobs have ratios
+several times higher. `MeasuredNodeSpeeds` keeps each running job's latest ratio for a
+window, and estimates a node's slowdown as the median, over the jobs on it, of their ratio
+over a reference: the median ratio of jobs of the same group (kind, model, workers, batch) on
+*other* nodes, or of all jobs on other nodes when no job of its group runs elsewhere.
+Single-node jobs speak for their node; a gang spread over several nodes only speaks for a node
+no single-node job covers, and not when one of its other nodes is already known to be slow.
+Estimates under `min_factor` count as 1 (noise), and an estimate is kept `hold_s` after its
+last evidence (a node whose jobs have moved away produces none).
+
+`KnownNodeSpeeds` is the oracle's version: it knows each node's true speed.
+`with_node_speeds` turns a view into the same view with each node's speed label divided by its
+slowdown, so that everything downstream (the cost model, candidate order, the decision log)
+sees the speed the node has now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, Protocol
+
+from raysched.schedulers.types import ClusterView, JobView, NodeView
+
+
+class NodeSpeedSource(Protocol):
+    """Per-node slowdown factors (>= 1) relative to the speed labels."""
+
+    def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None: ...
+
+    def slowdown(self, node: NodeView) -> float: ...
+
+    def evidence(self, node: NodeView) -> str: ...
+
+
+class _Obs(NamedTuple):
+    time: float
+    nodes: frozenset[str]
+    group: tuple[object, ...]
+    ratio: float
+
+
+def job_group(job: JobView) -> tuple[object, ...]:
+    """Jobs whose predictions share a bias: same kind, model, gang size and batch."""
+    s = job.spec
+    return (s.kind, s.model, s.num_workers, s.batch_size)
+
+
+class MeasuredNodeSpeeds:
+    """Node slowdowns estimated from running jobs' measured and predicted step times."""
+
+    def __init__(self, *, window_s: float = 180.0, hold_s: float = 120.0,
+                 min_factor: float = 1.5, max_factor: float = 20.0, min_steps: int = 5) -> None:
+        if min_factor < 1.0 or max_factor < min_factor:
+            raise ValueError(f"need 1 <= min_factor <= max_factor, got {min_factor}, "
+                             f"{max_factor}")
+        self.window_s = window_s
+        self.hold_s = hold_s
+        self.min_factor = min_factor
+        self.max_factor = max_factor
+        self.min_steps = min_steps
+        self.version = 0  # bumped by every update: adjusted views are redone after one
+        self._obs: dict[str, _Obs] = {}  # job_id -> its latest ratio
+        self._estimates: dict[str, tuple[float, float, int]] = {}  # node -> (time, factor, jobs)
+
+    def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None:
+        """Record the running jobs' ratios and re-estimate every node they touch."""
+        now = view.time
+        self.version += 1
+        for j in view.running:
+            pred = predicted_step_s.get(j.job_id)
+            measured = j.recent_step_time_s
+            if (pred and pred > 0 and measured and measured > 0 and j.node_ids
+                    and j.steps_done >= self.min_steps):
+                self._obs[j.job_id] = _Obs(now, frozenset(j.node_ids), job_group(j),
+                                           measured / pred)
+        for k in [k for k, o in self._obs.items() if now - o.time > self.window_s]:
+            del self._obs[k]
+        fresh = self._estimate()
+        for nid, (factor, count) in fresh.items():
+            self._estimates[nid] = (now, factor, count)
+        for nid in [n for n, (t, _, _) in self._estimates.items()
+                    if n not in fresh and now - t > self.hold_s]:
+            del self._estimates[nid]
+
+    def _estimate(self) -> dict[str, tuple[float, int]]:
+        obs = list(self._obs.values())
+        single: dict[str, list[_Obs]] = {}
+        gangs: list[_Obs] = []
+        for o in obs:
+            if len(o.nodes) == 1:
+                single.setdefault(next(iter(o.nodes)), []).append(o)
+            else:
+                gangs.append(o)
+        out: dict[str, tuple[float, int]] = {}
+        for nid, mine in single.items():
+            got = self._factor(nid, mine, obs)
+            if got is not None:
+                out[nid] = got
+        slow = {n for n, (f, _) in out.items() if f >= self.min_factor}
+        spread: dict[str, list[_Obs]] = {}
+        for o in gangs:
+            if o.nodes & slow:
+                continue  # explained by a node single-node jobs already show slow
+            for nid in o.nodes:
+                if nid not in single:
+                    spread.setdefault(nid, []).append(o)
+        for nid, mine in spread.items():
+            got = self._factor(nid, mine, obs)
+            if got is not None:
+                out[nid] = got
+        return out
+
+    def _factor(self, nid: str, mine: list[_Obs], obs: list[_Obs]) -> tuple[float, int] | None:
+        others = [o for o in obs if nid not in o.nodes]
+        if not others:
+            return None
+        everyone = statistics.median(o.ratio for o in others)
+        by_group: dict[tuple[object, ...], list[float]] = {}
+        for o in others:
+            by_group.setdefault(o.group, []).append(o.ratio)
+        rel = []
+        for o in mine:
+            ref = by_group.get(o.group)
+            rel.append(o.ratio / (statistics.median(ref) if ref else everyone))
+        factor = min(max(statistics.median(rel), 1e-3), self.max_factor)
+        return factor, len(mine)
+
+    def slowdown(self, node: NodeView) -> float:
+        """How many times slower than its label the node is now (1 when on par or unknown)."""
+        got = self._estimates.get(node.node_id)
+        return got[1] if got is not None and got[1] >= self.min_factor else 1.0
+
+    def evidence(self, node: NodeView) -> str:
+        got = self._estimates.get(node.node_id)
+        if got is None:
+            return "no measurement"
+        return (f"its jobs step {got[1]:.2g}x slower than predicted, relative to the same "
+                f"jobs on other nodes ({got[2]} job{'s' if got[2] != 1 else ''})")
+
+
+class KnownNodeSpeeds:
+    """The oracle's source: each node's true speed now (a live mapping, read every time)."""
+
+    def __init__(self, true_speed: Mapping[str, float]) -> None:
+        self.true_speed = true_speed
+
+    def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None:
+        """Nothing to learn: the true speeds are known."""
+
+    def slowdown(self, node: NodeView) -> float:
+        true = float(self.true_speed.get(node.node_id, node.speed))
+        return max(node.speed / true, 1.0) if true > 0 else 1.0
+
+    def evidence(self, node: NodeView) -> str:
+        return f"true speed {self.true_speed.get(node.node_id, node.speed):g}, label {node.speed:g}"
+
+
+def with_node_speeds(view: ClusterView, source: NodeSpeedSource) -> ClusterView:
+    """`view` with each slowed node's speed label divided by its slowdown (`view` if none)."""
+    nodes = []
+    changed = False
+    for n in view.nodes:
+        factor = source.slowdown(n)
+        if factor > 1.0:
+            changed = True
+            n = dataclasses.replace(n, speed=n.speed / factor)
+        nodes.append(n)
+    return dataclasses.replace(view, nodes=tuple(nodes)) if changed else view
+
+
+class SpeedAdjustedViews:
+    """`with_node_speeds` memoised on the last view seen and the source's version, so that
+    every part of a round sees one and the same adjusted view object (the placement's caches
+    are keyed on view identity); an adjusted view passed back in is returned as it is."""
+
+    def __init__(self, source: NodeSpeedSource) -> None:
+        self.source = source
+        self._last: tuple[ClusterView, int, ClusterView] | None = None
+
+    def __call__(self, view: ClusterView) -> ClusterView:
+        version = getattr(self.source, "version", 0)
+        last = self._last
+        if last is not None and last[1] == version and (last[0] is view or last[2] is view):
+            return last[2]
+        adjusted = with_node_speeds(view, self.source)
+        self._last = (view, version, adjusted)
+        return adjusted
+
+
+AdjustView = Callable[[ClusterView], ClusterView]
