@@ -1,6 +1,6 @@
 """Live benchmark: the same seeded workload under each policy on a local emulated 4-node cluster.
 
-    .venv/bin/python benchmarks/live.py [--jobs 20] [--warmup-jobs 10] [--policies ...]
+    .venv/bin/python benchmarks/live.py [--jobs 20] [--warmup-jobs 24] [--policies ...]
 
 One local cluster (4 worker nodes with different CPU counts and emulated speeds) serves every
 run. First a warm-up workload runs under the least-loaded policy; the cost model is trained on
@@ -41,7 +41,8 @@ POLICIES = ("fifo_ray_default", "learned", "oracle", "fifo_least_loaded", "rando
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=20)
-    parser.add_argument("--warmup-jobs", type=int, default=10)
+    # 24: enough finished jobs (>= the cost model's min_rows, 20) for its trees to be trained.
+    parser.add_argument("--warmup-jobs", type=int, default=24)
     parser.add_argument("--mean-gap", type=float, default=6.0, help="mean seconds between jobs")
     parser.add_argument("--slow-at", type=float, default=60.0, help="seconds into each run")
     parser.add_argument("--slow-factor", type=float, default=4.0)
@@ -133,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(policies: dict[str, dict[str, float]]) -> None:
-    cols = ("avg_jct_s", "p95_jct_s", "makespan_s", "avg_queue_s", "migrations", "failed")
+    cols = ("avg_jct_s", "p95_jct_s", "makespan_s", "avg_queue_s", "migrations", "drains",
+            "failed")
     print(f"\n{'policy':<18}" + "".join(f"{c:>13}" for c in cols))
     for name, row in policies.items():
         print(f"{name:<18}" + "".join(
-            f"{row[c]:>13.1f}" if isinstance(row[c], float) else f"{row[c]:>13}" for c in cols))
+            f"{row[c]:>13.1f}" if isinstance(row.get(c), float) else f"{row.get(c, '-'):>13}"
+            for c in cols))
     if "learned" in policies and "fifo_ray_default" in policies:
         ratio = policies["fifo_ray_default"]["avg_jct_s"] / policies["learned"]["avg_jct_s"]
         print(f"\nfifo_ray_default / learned avg JCT: {ratio:.2f}x (target >= 1.5x)")

@@ -8,6 +8,7 @@ On a real cluster nothing writes these files and nothing is stretched.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -46,16 +47,27 @@ def slow_once(storage_dir: str | Path, node_id: str, factor: float,
 
 
 class TrueSpeeds(Mapping[str, float]):
-    """Each node's true emulated speed now (label / injected slowdown): what an oracle knows."""
+    """Each node's true emulated speed now (label / injected slowdown): what an oracle knows.
 
-    def __init__(self, label_speeds: Mapping[str, float], directory: str) -> None:
+    The slowdown files are re-read at most every `max_age_s` seconds per node (the oracle asks
+    for every candidate of every prediction)."""
+
+    def __init__(self, label_speeds: Mapping[str, float], directory: str,
+                 max_age_s: float = 1.0) -> None:
         self._labels = dict(label_speeds)
         self._dir = directory
+        self._max_age_s = max_age_s
+        self._read: dict[str, tuple[float, float]] = {}  # node -> (monotonic time, slowdown)
 
     def __getitem__(self, node_id: str) -> float:
         from raysched.jobs.base import read_slowdown
 
-        return self._labels[node_id] / read_slowdown(self._dir, node_id)
+        label = self._labels[node_id]
+        now = time.monotonic()
+        seen = self._read.get(node_id)
+        if seen is None or now - seen[0] > self._max_age_s:
+            seen = self._read[node_id] = (now, read_slowdown(self._dir, node_id))
+        return label / seen[1]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._labels)

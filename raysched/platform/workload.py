@@ -83,6 +83,7 @@ def summarise(store_path: Path, ids: list[str]) -> dict[str, float]:
         "makespan_s": max(r["end_time"] for r in rows) - min(r["submit_time"] for r in rows),
         "avg_queue_s": statistics.fmean(r["queue_time_s"] or 0.0 for r in rows),
         "migrations": sum(r["migrations"] for r in rows),
+        "drains": sum(d["action"] == "drain" for d in store.decisions("-")),
         "failed": sum(r["state"] != "SUCCEEDED" for r in rows),
         "jobs": len(rows),
     }

@@ -167,3 +167,12 @@ def test_oracle_reads_true_speeds_live_and_ignores_contention_noise() -> None:
     assert math.isinf(policy.rebalancing.slow_factor)
     with pytest.raises(ValueError, match="node_speeds"):
         learned_policy(model, node_speeds="labels")
+
+
+def test_a_lone_straggler_still_moves_on_its_own_baseline() -> None:
+    # No other job to compare with: no node-level estimate, but its steps went 1 s -> 6 s.
+    s = dataclasses.replace(running("s", ("c",), 6.0), baseline_step_time_s=1.0)
+    policy = learned_policy(Unsure(lambda j: 1.0, {}), migration_cost_s=30.0)
+    d = policy.rebalancing.rebalance(view((s,), c=7.0))
+    assert [m.job_id for m in d.migrations] == ["s"]
+    assert d.migrations[0].predicted_gain_s == pytest.approx(100 * (6.0 - 1.0) - 30.0)

@@ -1106,16 +1106,19 @@ class StragglerRebalance:
             if j.job_id not in movers and on:
                 movers[j.job_id] = (j, f"on {_short(on[0])}, measured {slowed[on[0]]:.2g}x "
                                        "slower than its label")
-        migrations = self._migrations(movers, cluster, by_id, suspects | set(slowed), expected)
+        migrations = self._migrations(movers, cluster, by_id, suspects, set(slowed), expected)
         return RebalanceDecision(migrations=tuple(migrations), node_flags=tuple(flags))
 
     def _migrations(self, candidates: dict[str, tuple[JobView, str]], view: ClusterView,
-                    by_id: dict[str, NodeView], bad: set[str],
+                    by_id: dict[str, NodeView], suspects: set[str], slowed: set[str],
                     expected: dict[str, tuple[float, float]]) -> list[Migration]:
         """Moves whose saving (in the job's measured units) beats one migration's cost.
 
         The cost is the cluster's measured one when the view carries it, else the default.
+        A job on a node measured slow (`slowed`) is rescaled to its recent steps on the
+        adjusted view; any other to its baseline (its own yardstick, from before it slowed).
         """
+        bad = suspects | slowed
         now = view.time
         cost = view.migration_cost_s if view.migration_cost_s is not None \
             else self.migration_cost_s
@@ -1141,16 +1144,15 @@ class StragglerRebalance:
             for ids in gang_candidates(j, fastest, room, max_single=self.max_candidates - 3,
                                        alike=self._alike):
                 options.append((j, ids))
-        own = [(j, tuple(by_id[n] for n in j.node_ids)) for j in movable] \
-            if self.adjust is not None else []
+        on_slowed = [j for j in movable if slowed.intersection(j.node_ids)]
+        own = [(j, tuple(by_id[n] for n in j.node_ids)) for j in on_slowed]
         pairs = [(j, tuple(by_id[n] for n in ids)) for j, ids in options]
         preds = _predict(self.cost_model, own + pairs, view)
-        if self.adjust is not None:  # the job's recent steps over its prediction there now
-            scale = {j.job_id: min(max((j.recent_step_time_s or 0.0) / p.step, 0.01), 100.0)
-                     if p.step > 0 else 1.0 for j, p in zip(movable, preds[:len(own)],
-                                                            strict=True)}
-        else:
-            scale = {j.job_id: calibration(j, expected[j.job_id][0]) for j in movable}
+        scale = {j.job_id: calibration(j, expected[j.job_id][0]) for j in movable}
+        for j, p in zip(on_slowed, preds[:len(own)], strict=True):
+            # Its recent steps over its prediction on the speeds measured now.
+            scale[j.job_id] = min(max((j.recent_step_time_s or 0.0) / p.step, 0.01), 100.0) \
+                if p.step > 0 else 1.0
         best: dict[str, tuple[float, NodeIds]] = {}
         for (j, ids), p in zip(options, preds[len(own):], strict=True):
             step = p.step * scale[j.job_id]

@@ -13,7 +13,8 @@ over a reference: the median ratio of jobs of the same group (kind, model, worke
 Single-node jobs speak for their node; a gang spread over several nodes only speaks for a node
 no single-node job covers, and not when one of its other nodes is already known to be slow.
 Estimates under `min_factor` count as 1 (noise), and an estimate is kept `hold_s` after its
-last evidence (a node whose jobs have moved away produces none).
+last evidence (a node whose jobs have moved away produces none). Ratios are recorded every
+round; the estimates are redone at most every `every_s` seconds.
 
 `KnownNodeSpeeds` is the oracle's version: it knows each node's true speed.
 `with_node_speeds` turns a view into the same view with each node's speed label divided by its
@@ -28,7 +29,9 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
-from raysched.schedulers.types import ClusterView, JobView, NodeView
+from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
+
+_RUNNING = (JobState.RUNNING, JobState.PLACED)
 
 
 class NodeSpeedSource(Protocol):
@@ -58,7 +61,8 @@ class MeasuredNodeSpeeds:
     """Node slowdowns estimated from running jobs' measured and predicted step times."""
 
     def __init__(self, *, window_s: float = 180.0, hold_s: float = 120.0,
-                 min_factor: float = 1.5, max_factor: float = 20.0, min_steps: int = 5) -> None:
+                 min_factor: float = 1.5, max_factor: float = 20.0, min_steps: int = 5,
+                 every_s: float = 5.0) -> None:
         if min_factor < 1.0 or max_factor < min_factor:
             raise ValueError(f"need 1 <= min_factor <= max_factor, got {min_factor}, "
                              f"{max_factor}")
@@ -67,21 +71,28 @@ class MeasuredNodeSpeeds:
         self.min_factor = min_factor
         self.max_factor = max_factor
         self.min_steps = min_steps
+        self.every_s = every_s  # re-estimate at most this often (view time)
+        self._estimated_at = -float("inf")
         self.version = 0  # bumped by every update: adjusted views are redone after one
         self._obs: dict[str, _Obs] = {}  # job_id -> its latest ratio
         self._estimates: dict[str, tuple[float, float, int]] = {}  # node -> (time, factor, jobs)
 
     def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None:
-        """Record the running jobs' ratios and re-estimate every node they touch."""
+        """Record the running jobs' ratios; every `every_s`, re-estimate the nodes they touch."""
         now = view.time
-        self.version += 1
-        for j in view.running:
+        for j in view.jobs:
+            if j.state not in _RUNNING:
+                continue
             pred = predicted_step_s.get(j.job_id)
             measured = j.recent_step_time_s
             if (pred and pred > 0 and measured and measured > 0 and j.node_ids
                     and j.steps_done >= self.min_steps):
                 self._obs[j.job_id] = _Obs(now, frozenset(j.node_ids), job_group(j),
                                            measured / pred)
+        if now - self._estimated_at < self.every_s:
+            return
+        self._estimated_at = now
+        self.version += 1
         for k in [k for k, o in self._obs.items() if now - o.time > self.window_s]:
             del self._obs[k]
         fresh = self._estimate()
@@ -93,16 +104,18 @@ class MeasuredNodeSpeeds:
 
     def _estimate(self) -> dict[str, tuple[float, int]]:
         obs = list(self._obs.values())
+        by_group: dict[tuple[object, ...], list[_Obs]] = {}
         single: dict[str, list[_Obs]] = {}
         gangs: list[_Obs] = []
         for o in obs:
+            by_group.setdefault(o.group, []).append(o)
             if len(o.nodes) == 1:
                 single.setdefault(next(iter(o.nodes)), []).append(o)
             else:
                 gangs.append(o)
         out: dict[str, tuple[float, int]] = {}
         for nid, mine in single.items():
-            got = self._factor(nid, mine, obs)
+            got = self._factor(nid, mine, obs, by_group)
             if got is not None:
                 out[nid] = got
         slow = {n for n, (f, _) in out.items() if f >= self.min_factor}
@@ -114,25 +127,31 @@ class MeasuredNodeSpeeds:
                 if nid not in single:
                     spread.setdefault(nid, []).append(o)
         for nid, mine in spread.items():
-            got = self._factor(nid, mine, obs)
+            got = self._factor(nid, mine, obs, by_group)
             if got is not None:
                 out[nid] = got
         return out
 
-    def _factor(self, nid: str, mine: list[_Obs], obs: list[_Obs]) -> tuple[float, int] | None:
-        others = [o for o in obs if nid not in o.nodes]
-        if not others:
-            return None
-        everyone = statistics.median(o.ratio for o in others)
-        by_group: dict[tuple[object, ...], list[float]] = {}
-        for o in others:
-            by_group.setdefault(o.group, []).append(o.ratio)
+    def _factor(self, nid: str, mine: list[_Obs], obs: list[_Obs],
+                by_group: dict[tuple[object, ...], list[_Obs]]) -> tuple[float, int] | None:
+        """Median over `mine` of ratio / reference, the reference taken on other nodes only
+        (same group if any, else every job); None without any reference."""
         rel = []
+        everyone: float | None = None
         for o in mine:
-            ref = by_group.get(o.group)
-            rel.append(o.ratio / (statistics.median(ref) if ref else everyone))
-        factor = min(max(statistics.median(rel), 1e-3), self.max_factor)
-        return factor, len(mine)
+            same = [p.ratio for p in by_group[o.group] if nid not in p.nodes]
+            if same:
+                ref = statistics.median(same)
+            else:
+                if everyone is None:  # built once per node, only when a group needs it
+                    rest = [p.ratio for p in obs if nid not in p.nodes]
+                    everyone = statistics.median(rest) if rest else 0.0
+                ref = everyone
+            if ref > 0:
+                rel.append(o.ratio / ref)
+        if not rel:
+            return None
+        return min(max(statistics.median(rel), 1e-3), self.max_factor), len(rel)
 
     def slowdown(self, node: NodeView) -> float:
         """How many times slower than its label the node is now (1 when on par or unknown)."""
