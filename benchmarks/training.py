@@ -1,15 +1,21 @@
 """Training throughput benchmark: one process, torchrun DDP, Ray Train, pipeline, parameter server.
 
 Run: .venv/bin/python benchmarks/training.py [--steps N] [--repeats R] [--transformer]
+     .venv/bin/python benchmarks/training.py --pipeline-only [--sweep 256:4,512:4,512:8,1024:8]
 
 Every setup trains the same model (MLP on digits) on the same global batches for `warmup`
 untimed steps and then `steps` timed ones, `repeats` times; samples/s are reported as the
 min and median over repeats. DDP runs use 2 processes of 1 thread each (gloo); the single
 process uses 1 thread. Ray's start-up cost is the time from TorchTrainer.fit() to the first
-train step. The pipeline's bubble is measured per stage as 1 - compute time / wall time
-after the first step, next to GPipe's (S-1)/(M+S-1). Figures are wall-clock on whatever host
-runs this (on a shared 2-core machine they are noisy: rerun before trusting a ratio).
-Prints a table and writes benchmarks/results/training.json.
+train step. The pipeline's bubble is measured per stage as 1 - compute time (forward, backward,
+loss) / time inside schedule.step after the first step, next to GPipe's (S-1)/(M+S-1); the
+same ratio over the whole step loop (optimizer, all-reduces, telemetry) is reported as
+`loop_idle`. The bubble sweep runs the transformer with larger batches (per micro-batch compute
+large next to the per-message cost) for each `batch:M` pair, `repeats` times, and reports
+medians. Figures are wall-clock on whatever host runs this (on a shared 2-core machine they are
+noisy: rerun before trusting a ratio). Prints a table and writes benchmarks/results/training.json;
+with --pipeline-only it runs the pipeline part only and adds its figures to that file under
+`pipeline_only_run`, leaving the other keys as they were.
 """
 
 from __future__ import annotations
@@ -165,6 +171,63 @@ def job_spec(kind: str, cfg: dict[str, Any], **options: Any) -> JobSpec:
     )
 
 
+def pipeline_run(cfg: dict[str, Any], micro_batches: int) -> dict[str, Any]:
+    """One 2-stage GPipe job: samples/s, bubble (inside schedule.step) and loop idle fraction."""
+    spec = job_spec("pipeline_parallel", cfg, micro_batches=micro_batches)
+    rate, out = _job_rate(pipeline_parallel, spec, rank=1, warmup=cfg["warmup"])
+    return {
+        "samples_per_s": rate,
+        "bubble": out.extra["bubble"],
+        "loop_idle": out.extra["loop_idle"],
+        "stage_busy_s": out.extra["stage_busy_s"],
+        "stage_schedule_s": out.extra["stage_schedule_s"],
+        "wall_s": out.extra["wall_s"],
+    }
+
+
+def bubble_summary(runs: list[dict[str, Any]], micro_batches: int) -> dict[str, Any]:
+    """Medians over repeats of the bubble and loop idle fraction, next to GPipe's ideal."""
+    return {
+        "micro_batches": micro_batches,
+        "measured_median": statistics.median(r["bubble"] for r in runs),
+        "loop_idle_median": statistics.median(r["loop_idle"] for r in runs),
+        "samples_per_s_median": statistics.median(r["samples_per_s"] for r in runs),
+        "ideal_gpipe": pipeline_parallel.ideal_bubble(2, micro_batches),
+        "runs": [r["bubble"] for r in runs],
+        "loop_idle_runs": [r["loop_idle"] for r in runs],
+        "stage_busy_s": [r["stage_busy_s"] for r in runs],
+        "stage_schedule_s": [r["stage_schedule_s"] for r in runs],
+    }
+
+
+def transformer_cfg(cfg: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    return {**cfg, "model": "transformer", "dataset": "synthetic_text", "batch_size": batch_size}
+
+
+def bubble_sweep(
+    cfg: dict[str, Any], pairs: list[tuple[int, int]], repeats: int
+) -> list[dict[str, Any]]:
+    """The transformer's bubble for each (batch size, M), medians over `repeats` runs."""
+    out = []
+    for batch, micro in pairs:
+        runs = [pipeline_run(transformer_cfg(cfg, batch), micro) for _ in range(repeats)]
+        out.append({"model": "transformer", "batch_size": batch, **bubble_summary(runs, micro)})
+    return out
+
+
+def parse_pairs(text: str) -> list[tuple[int, int]]:
+    """'256:4,512:8' -> [(256, 4), (512, 8)]: (batch size, micro-batches) per sweep point."""
+    pairs = []
+    for item in text.split(","):
+        batch, micro = item.split(":")
+        pairs.append((int(batch), int(micro)))
+    return pairs
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
@@ -177,6 +240,17 @@ def main() -> None:
         action="store_true",
         help="also measure the 2-stage pipeline's bubble on the transformer",
     )
+    parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="run only the pipeline bubble figures; add them to the JSON under pipeline_only_run",
+    )
+    parser.add_argument(
+        "--sweep",
+        default="256:4,512:4,512:8,1024:8",
+        help="transformer bubble sweep as batch:M pairs ('' skips it)",
+    )
+    parser.add_argument("--sweep-steps", type=int, default=20, help="timed steps per sweep run")
     args = parser.parse_args()
     cfg = {
         "model": "mlp",
@@ -187,6 +261,9 @@ def main() -> None:
         "warmup": args.warmup,
         "steps": args.steps,
     }
+    pairs = parse_pairs(args.sweep) if args.sweep else []
+    sweep_cfg = {**cfg, "warmup": 5, "steps": args.sweep_steps}
+    load_before = load_average()
 
     rates: dict[str, list[float]] = {
         k: []
@@ -198,78 +275,117 @@ def main() -> None:
             "parameter_server_2w",
         )
     }
-    startup, bubbles = [], []
-    for _ in range(args.repeats):
-        rates["single_process"].append(single_process(cfg))
-        rates["torchrun_ddp_2"].append(torchrun_ddp(cfg))
+    startup: list[float] = []
+    mlp_runs: list[dict[str, Any]] = []
+    if not args.pipeline_only:
+        for _ in range(args.repeats):
+            rates["single_process"].append(single_process(cfg))
+            rates["torchrun_ddp_2"].append(torchrun_ddp(cfg))
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(ddp_loop)
     try:
         for _ in range(args.repeats):
-            rate, start_s = ray_train(cfg)
-            rates["ray_train_2"].append(rate)
-            startup.append(start_s)
-            pp = job_spec("pipeline_parallel", cfg, micro_batches=args.micro_batches)
-            rate, out = _job_rate(pipeline_parallel, pp, rank=1, warmup=args.warmup)
-            rates["pipeline_2stage"].append(rate)
-            bubbles.append(out.extra["bubble"])
-            ps = job_spec("parameter_server", cfg)
-            rates["parameter_server_2w"].append(_job_rate(parameter_server, ps, 0, args.warmup)[0])
+            if not args.pipeline_only:
+                rate, start_s = ray_train(cfg)
+                rates["ray_train_2"].append(rate)
+                startup.append(start_s)
+            mlp_runs.append(pipeline_run(cfg, args.micro_batches))
+            rates["pipeline_2stage"].append(mlp_runs[-1]["samples_per_s"])
+            if not args.pipeline_only:
+                ps = job_spec("parameter_server", cfg)
+                rates["parameter_server_2w"].append(
+                    _job_rate(parameter_server, ps, 0, args.warmup)[0]
+                )
         transformer_bubble = None
-        if args.transformer:
-            tcfg = {**cfg, "model": "transformer", "dataset": "synthetic_text", "batch_size": 64}
-            tspec = job_spec("pipeline_parallel", tcfg, micro_batches=args.micro_batches)
-            rate, out = _job_rate(pipeline_parallel, tspec, rank=1, warmup=args.warmup)
+        if args.transformer or args.pipeline_only:
+            t = pipeline_run(transformer_cfg(cfg, 64), args.micro_batches)
             transformer_bubble = {
-                "bubble": out.extra["bubble"],
-                "samples_per_s": rate,
-                "stage_busy_s": out.extra["stage_busy_s"],
-                "wall_s": out.extra["wall_s"],
+                "bubble": t["bubble"],
+                "loop_idle": t["loop_idle"],
+                "samples_per_s": t["samples_per_s"],
+                "stage_busy_s": t["stage_busy_s"],
+                "stage_schedule_s": t["stage_schedule_s"],
+                "wall_s": t["wall_s"],
+                "batch_size": 64,
             }
+        sweep = bubble_sweep(sweep_cfg, pairs, args.repeats)
     finally:
         ray.shutdown()
 
-    setups = {name: summarise(r) for name, r in rates.items()}
     ideal = pipeline_parallel.ideal_bubble(2, args.micro_batches)
-    report = {
-        "config": {
-            **cfg,
-            "repeats": args.repeats,
-            "micro_batches": args.micro_batches,
-            "host_cpus": os.cpu_count(),
-            "threads_per_process": 1,
-        },
-        "setups": setups,
-        "ray_train_over_torchrun": setups["ray_train_2"]["samples_per_s_median"]
-        / setups["torchrun_ddp_2"]["samples_per_s_median"],
-        "ray_train_startup_s": statistics.median(startup),
-        "ray_train_startup_runs_s": startup,
-        "pipeline_bubble_mlp": {
-            "measured_median": statistics.median(bubbles),
-            "runs": bubbles,
-            "ideal_gpipe": ideal,
-        },
+    pipeline_part = {
+        "pipeline_bubble_mlp": bubble_summary(mlp_runs, args.micro_batches),
         "pipeline_bubble_transformer": transformer_bubble,
+        "pipeline_bubble_sweep": sweep,
+        "bubble_definition": "mean over stages of 1 - (forward+backward+loss time) / "
+        "(time inside schedule.step), after the first step; loop_idle divides by the whole "
+        "step loop instead (the definition before this fix)",
     }
+    load_after = load_average()
+    if args.pipeline_only:
+        report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        report["pipeline_only_run"] = {
+            "config": {
+                **cfg,
+                "repeats": args.repeats,
+                "micro_batches": args.micro_batches,
+                "sweep_warmup": sweep_cfg["warmup"],
+                "sweep_steps": sweep_cfg["steps"],
+                "host_cpus": os.cpu_count(),
+                "threads_per_process": 1,
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+            },
+            **pipeline_part,
+        }
+    else:
+        setups = {name: summarise(r) for name, r in rates.items()}
+        report = {
+            "config": {
+                **cfg,
+                "repeats": args.repeats,
+                "micro_batches": args.micro_batches,
+                "host_cpus": os.cpu_count(),
+                "threads_per_process": 1,
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+            },
+            "setups": setups,
+            "ray_train_over_torchrun": setups["ray_train_2"]["samples_per_s_median"]
+            / setups["torchrun_ddp_2"]["samples_per_s_median"],
+            "ray_train_startup_s": statistics.median(startup),
+            "ray_train_startup_runs_s": startup,
+            **pipeline_part,
+        }
+        print(f"{'setup':<22}{'samples/s min':>15}{'median':>12}")
+        for name, s in setups.items():
+            print(f"{name:<22}{s['samples_per_s_min']:>15.0f}{s['samples_per_s_median']:>12.0f}")
+        ratio = report["ray_train_over_torchrun"]
+        print(f"ray_train / torchrun (medians): {ratio:.2f} (target >= 0.9)")
+        print(f"ray_train start-up (fit() -> first step): {report['ray_train_startup_s']:.1f} s")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
 
-    print(f"{'setup':<22}{'samples/s min':>15}{'median':>12}")
-    for name, s in setups.items():
-        print(f"{name:<22}{s['samples_per_s_min']:>15.0f}{s['samples_per_s_median']:>12.0f}")
+    mlp = pipeline_part["pipeline_bubble_mlp"]
     print(
-        f"ray_train / torchrun (medians): {report['ray_train_over_torchrun']:.2f} (target >= 0.9)"
-    )
-    print(f"ray_train start-up (fit() -> first step): {report['ray_train_startup_s']:.1f} s")
-    print(
-        f"pipeline bubble (mlp, M={args.micro_batches}): "
-        f"{report['pipeline_bubble_mlp']['measured_median']:.2f} measured, {ideal:.2f} ideal"
+        f"pipeline bubble (mlp, batch {args.batch_size}, M={args.micro_batches}): "
+        f"{mlp['measured_median']:.2f} measured (loop idle {mlp['loop_idle_median']:.2f}), "
+        f"{ideal:.2f} ideal"
     )
     if transformer_bubble:
         print(
-            f"pipeline bubble (transformer): {transformer_bubble['bubble']:.2f} measured, "
-            f"{ideal:.2f} ideal"
+            f"pipeline bubble (transformer, batch 64, M={args.micro_batches}): "
+            f"{transformer_bubble['bubble']:.2f} measured "
+            f"(loop idle {transformer_bubble['loop_idle']:.2f}), {ideal:.2f} ideal"
         )
+    for point in sweep:
+        print(
+            f"pipeline bubble (transformer, batch {point['batch_size']}, "
+            f"M={point['micro_batches']}): {point['measured_median']:.2f} median "
+            f"(runs {', '.join(f'{b:.2f}' for b in point['runs'])}; loop idle "
+            f"{point['loop_idle_median']:.2f}), {point['ideal_gpipe']:.2f} ideal"
+        )
+    print(f"load average before {load_before}, after {load_after}")
     print(f"wrote {RESULTS}")
 
 
