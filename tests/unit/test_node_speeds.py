@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from raysched.schedulers.policies.learned import StragglerRebalance, learned_policy
+from raysched.schedulers.policies.learned import learned_policy
 from raysched.schedulers.policies.node_speeds import (
     KnownNodeSpeeds,
     MeasuredNodeSpeeds,
@@ -15,6 +15,7 @@ from raysched.schedulers.policies.node_speeds import (
     with_node_speeds,
 )
 from raysched.schedulers.policies.oracle import oracle_policy
+from raysched.schedulers.policies.rebalance import StragglerRebalance
 from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView
 from tests.unit.learned_policy_helpers import Counting, job, node
