@@ -52,8 +52,9 @@ class StragglerRebalance:
     within `cooldown_s`.
 
     Node-level evidence, with `node_speeds` (see `node_speeds.py`): each round the running jobs'
-    measured and predicted step times update the source's per-node slowdowns. A node slowed
-    `drain_factor` times or more is flagged degraded whatever its jobs' own yardsticks say, and
+    measured step times update the source's per-node slowdowns. A node slowed `drain_factor`
+    times or more, by the evidence of at least `drain_min_jobs` jobs, is flagged degraded
+    whatever its jobs' own yardsticks say, and
     every job on a node slowed `move_factor` times or more may move even though it measured its
     own early steps there (it started after the slowdown). Targets are then predicted on the
     view with measured speeds, and a mover's predictions are rescaled to its recent steps on
@@ -80,11 +81,13 @@ class StragglerRebalance:
         node_speeds: NodeSpeedSource | None = None,
         move_factor: float = 2.0,
         drain_factor: float = 3.0,
+        drain_min_jobs: int = 2,
         adjust: AdjustView | None = None,
     ) -> None:
         self.node_speeds = node_speeds
         self.move_factor = move_factor
         self.drain_factor = drain_factor
+        self.drain_min_jobs = drain_min_jobs
         self.adjust = adjust if adjust is not None or node_speeds is None \
             else SpeedAdjustedViews(node_speeds)
         self.slow_factor = slow_factor
@@ -135,7 +138,7 @@ class StragglerRebalance:
         expected = self._expected_steps(measured, cluster, by_id)
         slowed: dict[str, float] = {}  # node -> measured slowdown (node-level evidence)
         if self.node_speeds is not None:
-            self.node_speeds.update(cluster, {k: v[0] for k, v in expected.items()})
+            self.node_speeds.update(cluster)
             for n in cluster.nodes:
                 factor = self.node_speeds.slowdown(n)
                 if factor >= self.move_factor:
@@ -163,7 +166,8 @@ class StragglerRebalance:
                 if nid not in cleared:
                     suspect(nid, f"job {j.job_id} {signal.describe()}")
         for nid, factor in slowed.items():
-            if factor >= self.drain_factor and nid not in suspects:
+            if (factor >= self.drain_factor and nid not in suspects
+                    and self.node_speeds.jobs_seen(by_id[nid]) >= self.drain_min_jobs):  # type: ignore[union-attr]
                 node = by_id[nid]
                 suspect(nid, f"node {factor:.2g}x slower than its speed label "
                              f"{node.speed:g}: {self.node_speeds.evidence(node)}")  # type: ignore[union-attr]
