@@ -10,8 +10,8 @@ import pytest
 
 from raysched.schedulers.fit import usable_cpus, worker_slots
 from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy
-from raysched.schedulers.policies.learned import StragglerRebalance
 from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
+from raysched.schedulers.policies.rebalance import StragglerRebalance
 from raysched.schedulers.policies.registry import make_policy
 from raysched.schedulers.predictor.cost_model import CostModel
 from raysched.schedulers.predictor.synthetic import synthetic_jobs

@@ -10,14 +10,11 @@ from threadpoolctl import threadpool_limits
 
 from raysched.schedulers.decisions import Placement
 from raysched.schedulers.policies.base import AdmitAll
-from raysched.schedulers.policies.learned import (
-    LearnedPlacement,
-    PredictedRemainingOrder,
-    StragglerRebalance,
-    build_learned,
-    learned_policy,
-)
+from raysched.schedulers.policies.learned import build_learned, learned_policy
 from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
+from raysched.schedulers.policies.ordering import PredictedRemainingOrder
+from raysched.schedulers.policies.placement import LearnedPlacement
+from raysched.schedulers.policies.rebalance import StragglerRebalance
 from raysched.schedulers.predictor.cost_model import CostModel
 from raysched.schedulers.predictor.synthetic import synthetic_jobs
 from raysched.schedulers.types import ClusterView, JobState

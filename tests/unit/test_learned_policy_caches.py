@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 import random
 
-from raysched.schedulers.policies.learned import (
-    LearnedPlacement,
-    PredictedRemainingOrder,
-    StragglerRebalance,
-    learned_policy,
-)
+from raysched.schedulers.policies.learned import learned_policy
 from raysched.schedulers.policies.oracle import OracleCostModel
+from raysched.schedulers.policies.ordering import PredictedRemainingOrder
+from raysched.schedulers.policies.placement import LearnedPlacement
+from raysched.schedulers.policies.rebalance import StragglerRebalance
 from raysched.schedulers.types import ClusterView, JobState
 from tests.unit.learned_policy_helpers import Counting, job, node
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from raysched.schedulers.policies.learned import LearnedPlacement
+from raysched.schedulers.policies.placement import LearnedPlacement
 from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
 

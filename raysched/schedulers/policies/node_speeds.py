@@ -1,20 +1,23 @@
-"""How fast each node really is now: measured step times against predictions, node by node.
+"""How fast each node really is now: jobs' measured step times, node against node.
 
 A node's speed label says how fast it should be. A noisy neighbour, throttling or a failing
 disk make it slower than that, and a job placed there after the fact measures its own early
 steps at the slow pace, so no job-level yardstick shows it. What does show it is the node
-*next to* the others: every measured job has a ratio ``measured step / predicted step`` (its
-prediction made from the labels); a healthy cluster has similar ratios everywhere (the model's
-bias and the machine's contention hit all nodes alike), a slowed node's jobs have ratios
-several times higher. `MeasuredNodeSpeeds` keeps each running job's latest ratio for a
-window, and estimates a node's slowdown as the median, over the jobs on it, of their ratio
-over a reference: the median ratio of jobs of the same group (kind, model, workers, batch) on
-*other* nodes, or of all jobs on other nodes when no job of its group runs elsewhere.
-Single-node jobs speak for their node; a gang spread over several nodes only speaks for a node
-no single-node job covers, and not when one of its other nodes is already known to be slow.
-Estimates under `min_factor` count as 1 (noise), and an estimate is kept `hold_s` after its
-last evidence (a node whose jobs have moved away produces none). Ratios are recorded every
-round; the estimates are redone at most every `every_s` seconds.
+*next to* the others: a job's measured step time times its node's speed label is the step
+time it would have on a speed-1 node, and jobs of one group (kind, model, workers, batch)
+have similar such times wherever they run (contention on shared hardware hits them alike). A
+slowed node's jobs have times several times higher. `MeasuredNodeSpeeds` keeps each running
+job's latest label-normalised step time for a window, and estimates a node's slowdown as the
+median, over the jobs on it, of that time over the median of the same group's jobs on *other*
+nodes. A job whose group runs on no other node says nothing: comparing different groups, or
+measured with predicted step times, mistakes the cost model's bias (different per group and
+per speed label) for slowness; a live run where it did drained three of four nodes.
+
+Single-node jobs speak for their node; a gang spread over several nodes (normalised by its
+slowest label) only speaks for a node no single-node job covers, and not when one of its other
+nodes is already known to be slow. Estimates under `min_factor` count as 1 (noise); an
+estimate is kept `hold_s` after its last evidence (a node whose jobs have moved away produces
+none). Times are recorded every round; the estimates are redone at most every `every_s`.
 
 `KnownNodeSpeeds` is the oracle's version: it knows each node's true speed.
 `with_node_speeds` turns a view into the same view with each node's speed label divided by its
@@ -25,6 +28,7 @@ sees the speed the node has now.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
@@ -37,9 +41,11 @@ _RUNNING = (JobState.RUNNING, JobState.PLACED)
 class NodeSpeedSource(Protocol):
     """Per-node slowdown factors (>= 1) relative to the speed labels."""
 
-    def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None: ...
+    def update(self, view: ClusterView) -> None: ...
 
     def slowdown(self, node: NodeView) -> float: ...
+
+    def jobs_seen(self, node: NodeView) -> int: ...
 
     def evidence(self, node: NodeView) -> str: ...
 
@@ -48,17 +54,17 @@ class _Obs(NamedTuple):
     time: float
     nodes: frozenset[str]
     group: tuple[object, ...]
-    ratio: float
+    norm_step_s: float  # measured step time x the slowest label speed of its nodes
 
 
 def job_group(job: JobView) -> tuple[object, ...]:
-    """Jobs whose predictions share a bias: same kind, model, gang size and batch."""
+    """Jobs expected to step alike on equal nodes: same kind, model, gang size and batch."""
     s = job.spec
     return (s.kind, s.model, s.num_workers, s.batch_size)
 
 
 class MeasuredNodeSpeeds:
-    """Node slowdowns estimated from running jobs' measured and predicted step times."""
+    """Node slowdowns estimated from running jobs' measured step times, node against node."""
 
     def __init__(self, *, window_s: float = 180.0, hold_s: float = 120.0,
                  min_factor: float = 1.5, max_factor: float = 20.0, min_steps: int = 5,
@@ -72,23 +78,25 @@ class MeasuredNodeSpeeds:
         self.max_factor = max_factor
         self.min_steps = min_steps
         self.every_s = every_s  # re-estimate at most this often (view time)
-        self._estimated_at = -float("inf")
-        self.version = 0  # bumped by every update: adjusted views are redone after one
-        self._obs: dict[str, _Obs] = {}  # job_id -> its latest ratio
+        self._estimated_at = -math.inf
+        self.version = 0  # bumped by every estimate: adjusted views are redone after one
+        self._obs: dict[str, _Obs] = {}  # job_id -> its latest normalised step time
         self._estimates: dict[str, tuple[float, float, int]] = {}  # node -> (time, factor, jobs)
 
-    def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None:
-        """Record the running jobs' ratios; every `every_s`, re-estimate the nodes they touch."""
+    def update(self, view: ClusterView) -> None:
+        """Record the running jobs' step times; every `every_s`, re-estimate their nodes."""
         now = view.time
+        labels = {n.node_id: n.speed for n in view.nodes}
         for j in view.jobs:
-            if j.state not in _RUNNING:
-                continue
-            pred = predicted_step_s.get(j.job_id)
             measured = j.recent_step_time_s
-            if (pred and pred > 0 and measured and measured > 0 and j.node_ids
-                    and j.steps_done >= self.min_steps):
+            if (j.state not in _RUNNING or not measured or measured <= 0 or not j.node_ids
+                    or j.steps_done < self.min_steps
+                    or any(n not in labels for n in j.node_ids)):
+                continue
+            slowest = min(labels[n] for n in j.node_ids)
+            if slowest > 0:
                 self._obs[j.job_id] = _Obs(now, frozenset(j.node_ids), job_group(j),
-                                           measured / pred)
+                                           measured * slowest)
         if now - self._estimated_at < self.every_s:
             return
         self._estimated_at = now
@@ -103,11 +111,10 @@ class MeasuredNodeSpeeds:
             del self._estimates[nid]
 
     def _estimate(self) -> dict[str, tuple[float, int]]:
-        obs = list(self._obs.values())
         by_group: dict[tuple[object, ...], list[_Obs]] = {}
         single: dict[str, list[_Obs]] = {}
         gangs: list[_Obs] = []
-        for o in obs:
+        for o in self._obs.values():
             by_group.setdefault(o.group, []).append(o)
             if len(o.nodes) == 1:
                 single.setdefault(next(iter(o.nodes)), []).append(o)
@@ -115,7 +122,7 @@ class MeasuredNodeSpeeds:
                 gangs.append(o)
         out: dict[str, tuple[float, int]] = {}
         for nid, mine in single.items():
-            got = self._factor(nid, mine, obs, by_group)
+            got = self._factor(nid, mine, by_group)
             if got is not None:
                 out[nid] = got
         slow = {n for n, (f, _) in out.items() if f >= self.min_factor}
@@ -127,28 +134,20 @@ class MeasuredNodeSpeeds:
                 if nid not in single:
                     spread.setdefault(nid, []).append(o)
         for nid, mine in spread.items():
-            got = self._factor(nid, mine, obs, by_group)
+            got = self._factor(nid, mine, by_group)
             if got is not None:
                 out[nid] = got
         return out
 
-    def _factor(self, nid: str, mine: list[_Obs], obs: list[_Obs],
+    def _factor(self, nid: str, mine: list[_Obs],
                 by_group: dict[tuple[object, ...], list[_Obs]]) -> tuple[float, int] | None:
-        """Median over `mine` of ratio / reference, the reference taken on other nodes only
-        (same group if any, else every job); None without any reference."""
+        """Median over `mine` of its time over its group's median time on other nodes, and
+        how many of `mine` had such a reference (None if none had)."""
         rel = []
-        everyone: float | None = None
         for o in mine:
-            same = [p.ratio for p in by_group[o.group] if nid not in p.nodes]
+            same = [p.norm_step_s for p in by_group[o.group] if nid not in p.nodes]
             if same:
-                ref = statistics.median(same)
-            else:
-                if everyone is None:  # built once per node, only when a group needs it
-                    rest = [p.ratio for p in obs if nid not in p.nodes]
-                    everyone = statistics.median(rest) if rest else 0.0
-                ref = everyone
-            if ref > 0:
-                rel.append(o.ratio / ref)
+                rel.append(o.norm_step_s / statistics.median(same))
         if not rel:
             return None
         return min(max(statistics.median(rel), 1e-3), self.max_factor), len(rel)
@@ -158,12 +157,17 @@ class MeasuredNodeSpeeds:
         got = self._estimates.get(node.node_id)
         return got[1] if got is not None and got[1] >= self.min_factor else 1.0
 
+    def jobs_seen(self, node: NodeView) -> int:
+        """How many jobs the node's current estimate rests on (0 without one)."""
+        got = self._estimates.get(node.node_id)
+        return got[2] if got is not None else 0
+
     def evidence(self, node: NodeView) -> str:
         got = self._estimates.get(node.node_id)
         if got is None:
             return "no measurement"
-        return (f"its jobs step {got[1]:.2g}x slower than predicted, relative to the same "
-                f"jobs on other nodes ({got[2]} job{'s' if got[2] != 1 else ''})")
+        return (f"its jobs step {got[1]:.2g}x slower, speed labels allowed for, than the same "
+                f"kind of job on other nodes ({got[2]} job{'s' if got[2] != 1 else ''})")
 
 
 class KnownNodeSpeeds:
@@ -172,12 +176,16 @@ class KnownNodeSpeeds:
     def __init__(self, true_speed: Mapping[str, float]) -> None:
         self.true_speed = true_speed
 
-    def update(self, view: ClusterView, predicted_step_s: Mapping[str, float]) -> None:
+    def update(self, view: ClusterView) -> None:
         """Nothing to learn: the true speeds are known."""
 
     def slowdown(self, node: NodeView) -> float:
         true = float(self.true_speed.get(node.node_id, node.speed))
         return max(node.speed / true, 1.0) if true > 0 else 1.0
+
+    def jobs_seen(self, node: NodeView) -> int:
+        """Known, not seen: as good as any number of jobs."""
+        return 1 << 30
 
     def evidence(self, node: NodeView) -> str:
         return f"true speed {self.true_speed.get(node.node_id, node.speed):g}, label {node.speed:g}"
