@@ -255,6 +255,17 @@ class OnlineDurationModel:
         self.changed_: list[int] = []  # jobs whose prediction the last `finish` changed
         self.n_bursts = 0
 
+    def get_params(self) -> dict[str, object]:
+        """The keyword arguments this model was built with (to build an untrained copy)."""
+        import inspect
+
+        names = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in names if k != "self"}
+
+    def key_version(self, idx: int) -> tuple[int, int]:
+        """Changes whenever job `idx`'s prediction or rank table may have changed."""
+        return self.version, self.job_version.get(idx, 0)
+
     @property
     def rank_table_(self) -> np.ndarray | None:
         """The pooled rank table (None before enough jobs finished)."""

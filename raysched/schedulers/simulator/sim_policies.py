@@ -16,6 +16,7 @@ from typing import Any
 
 from raysched.schedulers.simulator.jobstate import RUNNING, SimJob
 from raysched.schedulers.simulator.online_predictor import History, OnlineDurationModel
+from raysched.schedulers.simulator.per_vc_model import PerVcModel
 from raysched.schedulers.types import ClusterView, JobView
 
 POLICY_NAMES: tuple[str, ...] = ("fifo", "sjf", "srtf", "tiresias", "qssf", "learned")
@@ -171,6 +172,11 @@ class LearnedPolicy(_Base):
     tuning weeks but costs 2.8% on 2017-09-24..30 on the contended cluster, so it is not the
     default (BENCHMARKS.md, "Simulator on Philly").
 
+    With `per_vc` (off by default) each VC gets its own untrained copy of `model`
+    (per_vc_model.py): a VC then decides in the full cluster exactly as it does replayed alone.
+    With `per_vc_after` n > 0, `model` stays as a shared model that learns from every VC, and a
+    job is decided by its VC's own copy once that copy has n finished jobs (before: by `model`).
+
     Preemption guards (a running job's rank is what a waiting one must beat): the running job's
     rank is divided by `hysteresis` x exp(`preempt_z` x s), s being the s.d. of the log-duration
     residuals behind its prediction, so a waiting job preempts only when it ranks better by a
@@ -197,10 +203,19 @@ class LearnedPolicy(_Base):
         preempt_z: float = 1.0,
         min_run_s: float = 0.0,
         scouts: bool = False,
+        per_vc: bool = False,
+        per_vc_after: int = 0,
     ) -> None:
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
-        self.model = model or OnlineDurationModel()
+        self.model: OnlineDurationModel | PerVcModel = model or OnlineDurationModel()
+        if per_vc:  # one untrained copy of `model` per VC (`model` itself stays the shared one)
+            params, shared = self.model.get_params(), self.model
+            self.model = PerVcModel(
+                lambda: OnlineDurationModel(**params),
+                shared=shared if per_vc_after > 0 else None, own_after=per_vc_after,
+            )
+        self.per_vc, self.per_vc_after = per_vc, per_vc_after
         self.rank = rank
         self.first_age_s = first_age_s
         self.log_growth = math.log(age_growth)
@@ -227,7 +242,7 @@ class LearnedPolicy(_Base):
 
     def key(self, job: SimJob, now: float) -> float | tuple[int, int, float]:
         cache = job.pcache
-        version = (self.model.version, self.model.job_version.get(job.idx, 0))
+        version = self.model.key_version(job.idx)
         if (
             cache is not None
             and now < cache[1]
