@@ -60,6 +60,11 @@ class StragglerRebalance:
     view with measured speeds, and a mover's predictions are rescaled to its recent steps on
     the speeds measured now (not to its baseline, which may predate the slowdown).
 
+    Drain budget: at most `max_drained_fraction` of the live nodes' CPUs are drained at once
+    (like a disruption budget); a suspect node past it stays in service, its jobs may still
+    move and placement sees its measured speed. A live run on 6 CPUs that drained 4 of them
+    (one node on a noisy baseline) left the 2-worker jobs queued for 600 s.
+
     Stateful, deliberately: the view carries no memory of when a node was last seen slow, so the
     rebalancer remembers, per node it flagged, the time of the latest evidence, and flags the node
     healthy again after `recovery_s` seconds without new evidence (a drained node whose jobs have
@@ -82,12 +87,14 @@ class StragglerRebalance:
         move_factor: float = 2.0,
         drain_factor: float = 3.0,
         drain_min_jobs: int = 2,
+        max_drained_fraction: float = 0.5,
         adjust: AdjustView | None = None,
     ) -> None:
         self.node_speeds = node_speeds
         self.move_factor = move_factor
         self.drain_factor = drain_factor
         self.drain_min_jobs = drain_min_jobs
+        self.max_drained_fraction = max_drained_fraction
         self.adjust = adjust if adjust is not None or node_speeds is None \
             else SpeedAdjustedViews(node_speeds)
         self.slow_factor = slow_factor
@@ -155,9 +162,17 @@ class StragglerRebalance:
         flags: list[NodeFlag] = []
         suspects: set[str] = set()
 
+        alive = [n for n in cluster.nodes if n.alive]
+        budget = self.max_drained_fraction * sum(n.cpus_total for n in alive) + EPS
+        drained = sum(n.cpus_total for n in alive if n.degraded)
+
         def suspect(nid: str, reason: str) -> None:
-            suspects.add(nid)
+            nonlocal drained
+            suspects.add(nid)  # never a migration target this round, drained or not
             if nid not in self.flagged_at and not by_id[nid].degraded:
+                if drained + by_id[nid].cpus_total > budget:
+                    return  # over the drain budget: stays in service, placed at its speed
+                drained += by_id[nid].cpus_total
                 flags.append(NodeFlag(node_id=nid, degraded=True, reason=reason))
             self.flagged_at[nid] = now
 
