@@ -244,8 +244,7 @@ class StragglerRebalance:
         scale = {j.job_id: calibration(j, expected[j.job_id][0]) for j in movable}
         for j, p in zip(on_slowed, preds[:len(own)], strict=True):
             # Its recent steps over its prediction on the speeds measured now.
-            scale[j.job_id] = min(max((j.recent_step_time_s or 0.0) / p.step, 0.01), 100.0) \
-                if p.step > 0 else 1.0
+            scale[j.job_id] = calibration(j, p.step, j.recent_step_time_s)
         best: dict[str, tuple[float, NodeIds]] = {}
         for (j, ids), p in zip(options, preds[len(own):], strict=True):
             step = p.step * scale[j.job_id]

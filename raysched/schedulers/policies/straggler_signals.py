@@ -50,13 +50,14 @@ def straggler_signal(
     return None
 
 
-def calibration(job: JobView, predicted_own_s: float) -> float:
+def calibration(job: JobView, predicted_own_s: float, measured_s: float | None = None) -> float:
     """Factor that turns this job's predicted step times into its measured scale (1 if unknown).
 
-    Measured baseline on its own nodes over the prediction there; clipped to [0.01, 100] so
-    one odd measurement cannot make a move look free or impossible.
+    Measured (its baseline on its own nodes, or `measured_s` when given) over the prediction
+    there; clipped to [0.01, 100] so one odd measurement cannot make a move look free or
+    impossible.
     """
-    baseline = job.baseline_step_time_s
-    if not baseline or baseline <= 0 or predicted_own_s <= 0:
+    measured = job.baseline_step_time_s if measured_s is None else measured_s
+    if not measured or measured <= 0 or predicted_own_s <= 0:
         return 1.0
-    return min(max(baseline / predicted_own_s, 0.01), 100.0)
+    return min(max(measured / predicted_own_s, 0.01), 100.0)
