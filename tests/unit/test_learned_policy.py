@@ -228,6 +228,20 @@ def test_rebalance_migrates_a_straggler_only_when_the_gain_beats_the_cost() -> N
     assert cheap.rebalance(_straggler_view(t=10.0)).migrations == ()  # cooldown
 
 
+def test_an_unmeasured_migration_costs_at_least_the_predicted_start_up() -> None:
+    # The straggler saves 100 steps x (3 - 1) s = 200 s by moving; a relaunch starts up again.
+    quick = StragglerRebalance(oracle(overhead_s=150.0), migration_cost_s=30.0)
+    (m,) = quick.rebalance(_straggler_view()).migrations
+    assert m.predicted_gain_s == pytest.approx(200.0 - 150.0)
+    assert "migration cost 150.0 s (predicted start-up)" in m.reason
+    slow_start = StragglerRebalance(oracle(overhead_s=250.0), migration_cost_s=30.0)
+    assert slow_start.rebalance(_straggler_view()).migrations == ()  # 200 s < 250 s start-up
+    # A measured migration cost still wins over the prediction.
+    measured = dataclasses.replace(_straggler_view(), migration_cost_s=20.0)
+    (m,) = StragglerRebalance(oracle(overhead_s=250.0)).rebalance(measured).migrations
+    assert m.predicted_gain_s == pytest.approx(200.0 - 20.0)
+
+
 def test_slow_node_is_flagged_degraded_then_healthy_after_recovery() -> None:
     r = StragglerRebalance(oracle(), recovery_s=300.0, migration_cost_s=1e9)
     d = r.rebalance(_straggler_view(t=0.0))

@@ -47,9 +47,10 @@ class StragglerRebalance:
     is then the straggler's own). Suspects are flagged degraded. A straggler is migrated to the
     free, healthy candidate with the lowest predicted step time when ``steps_left * (observed_step -
     predicted_step_there) > migration cost`` (predictions rescaled to the job's measured baseline;
-    the cost measured on the cluster when the view carries it, else `migration_cost_s`); the
-    migration's `predicted_gain_s` is that saving minus the cost. A job is not migrated again
-    within `cooldown_s`.
+    the cost measured on the cluster when the view carries it, else the larger of
+    `migration_cost_s` and the cost model's predicted start-up on the target, since a
+    relaunch pays the job's start-up again); the migration's `predicted_gain_s` is that saving
+    minus the cost. A job is not migrated again within `cooldown_s`.
 
     Node-level evidence, with `node_speeds` (see `node_speeds.py`): each round the running jobs'
     measured step times update the source's per-node slowdowns. A node slowed `drain_factor`
@@ -207,14 +208,16 @@ class StragglerRebalance:
                     expected: dict[str, tuple[float, float]]) -> list[Migration]:
         """Moves whose saving (in the job's measured units) beats one migration's cost.
 
-        The cost is the cluster's measured one when the view carries it, else the default.
+        The cost is the cluster's measured one when the view carries it; before any migration
+        was measured, the larger of the default and the start-up the model predicts for the
+        relaunch on the target (its duration there less the steps' time). A live run migrated
+        twice on the flat 30 s default where a relaunch really cost 45-180 s of start-up.
         A job on a node measured slow (`slowed`) is rescaled to its recent steps on the
         adjusted view; any other to its baseline (its own yardstick, from before it slowed).
         """
         bad = suspects | slowed
         now = view.time
-        cost = view.migration_cost_s if view.migration_cost_s is not None \
-            else self.migration_cost_s
+        measured_cost = view.migration_cost_s
         for k in [k for k, t in self.migrated_at.items() if now - t >= self.cooldown_s]:
             del self.migrated_at[k]
         movable = [j for j, _ in candidates.values() if j.job_id not in self.migrated_at]
@@ -245,16 +248,20 @@ class StragglerRebalance:
         for j, p in zip(on_slowed, preds[:len(own)], strict=True):
             # Its recent steps over its prediction on the speeds measured now.
             scale[j.job_id] = calibration(j, p.step, j.recent_step_time_s)
-        best: dict[str, tuple[float, NodeIds]] = {}
+        best: dict[str, tuple[float, NodeIds, float]] = {}
         for (j, ids), p in zip(options, preds[len(own):], strict=True):
             step = p.step * scale[j.job_id]
             if j.job_id not in best or step < best[j.job_id][0]:
-                best[j.job_id] = (step, ids)
+                # The relaunch's start-up: the predicted duration there beyond its steps.
+                startup = max(p.duration - j.steps_left * p.step, 0.0)
+                best[j.job_id] = (step, ids, startup)
         out: list[Migration] = []
         for j in sorted(movable, key=lambda j: -j.steps_left * (j.recent_step_time_s or 0.0)):
             if j.job_id not in best:
                 continue
-            step, ids = best[j.job_id]
+            step, ids, startup = best[j.job_id]
+            cost = measured_cost if measured_cost is not None \
+                else max(self.migration_cost_s, startup)
             need: dict[str, float] = {}
             for nid in ids:
                 need[nid] = need.get(nid, 0.0) + j.spec.cpus_per_worker
@@ -278,6 +285,13 @@ class StragglerRebalance:
                         f"{step:.3g} s/step predicted on {describe_nodes(ids, by_id)}; "
                         f"{j.steps_left} steps left save {saving:.1f} s > migration cost "
                         f"{cost:.1f} s"
-                        f"{' (measured)' if view.migration_cost_s is not None else ''}"),
+                        f"{_cost_source(measured_cost, startup, self.migration_cost_s)}"),
             ))
         return out
+
+
+def _cost_source(measured: float | None, startup: float, default: float) -> str:
+    """Where a migration's cost came from, for its decision reason."""
+    if measured is not None:
+        return " (measured)"
+    return " (predicted start-up)" if startup > default else " (default)"
