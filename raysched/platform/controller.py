@@ -28,7 +28,7 @@ from raysched.platform.interference import interference_dir
 from raysched.platform.metrics import ControllerMetrics
 from raysched.platform.telemetry import TelemetryError, TelemetryStore, UnknownJob
 from raysched.schedulers.decisions import Placement, RebalanceDecision
-from raysched.schedulers.policies.base import SchedulingPolicy
+from raysched.schedulers.policies.base import SchedulingPolicy, place_in_order
 from raysched.schedulers.policies.registry import make_policy, needs_cost_model
 from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView
@@ -305,15 +305,7 @@ class Controller:
             self._sample_nodes(view)
             self._apply_rebalance(self.policy.rebalancing.rebalance(view))
             view = self._observe()
-            order = self.policy.ordering.order(view.queued, view)
-            for job in order:
-                placement = self.policy.placement.place(job, view)
-                if placement is None:
-                    if not self.policy.backfill:
-                        break
-                    continue
-                self._launch(job, placement, view)
-                view = self._observe()
+            _, view = place_in_order(self.policy, view, self._launch_and_observe)
             self.metrics.round(len(view.queued), len(self._runs),
                                [(n.node_id, n.load) for n in view.nodes])
 
@@ -407,6 +399,11 @@ class Controller:
                                           load=1.0 - free[n.node_id] / n.cpus_total)
                       for n in view.nodes)
         return dataclasses.replace(view, nodes=nodes)
+
+    def _launch_and_observe(self, job: JobView, placement: Placement,
+                            view: ClusterView) -> ClusterView:
+        self._launch(job, placement, view)
+        return self._observe()
 
     def _launch(self, job: JobView, placement: Placement, view: ClusterView) -> None:
         row = self.store.get_job(job.job_id)

@@ -9,7 +9,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from raysched.schedulers.decisions import Placement
-from raysched.schedulers.policies.base import AdmitAll
+from raysched.schedulers.policies.base import AdmitAll, place_in_order
 from raysched.schedulers.policies.learned import build_learned, learned_policy
 from raysched.schedulers.policies.oracle import OracleCostModel, oracle_policy
 from raysched.schedulers.policies.ordering import PredictedRemainingOrder
@@ -17,7 +17,7 @@ from raysched.schedulers.policies.placement import LearnedPlacement
 from raysched.schedulers.policies.rebalance import StragglerRebalance
 from raysched.schedulers.predictor.cost_model import CostModel
 from raysched.schedulers.predictor.synthetic import synthetic_jobs
-from raysched.schedulers.types import ClusterView, JobState
+from raysched.schedulers.types import ClusterView, JobState, JobView
 from tests.unit.learned_policy_helpers import Counting, job, node
 
 
@@ -83,6 +83,68 @@ def test_aging_bounds_the_wait_of_a_long_job_behind_a_stream_of_short_ones() -> 
     assert start is not None and 150 < start <= bound  # contended, yet within W + one job
     never, _ = _starvation_run(aging_rate=0.0)
     assert never is None  # without aging the stream starves it
+
+
+class _OrderOnly:
+    """The same queue order, without `overdue`: backfill as before the guard."""
+
+    def __init__(self, ordering) -> None:
+        self.order = ordering.order
+
+
+def _gang_starvation_run(policy, horizon: float = 400.0) -> float | None:
+    """A 2-CPU node; a 2-worker 100 s job at t=0.5 and a 1-worker 3 s job every 2 s, driven
+    through `place_in_order` (the controller's loop). Returns when the gang started."""
+    running: list[tuple[JobView, float]] = []  # (job, end time)
+    queue: list[JobView] = [job("gang", steps=100, workers=2, t=0.5)]
+    n, t = 0, 0.0
+    while t <= horizon:
+        running = [(j, end) for j, end in running if end > t]
+        if t % 2 == 0:
+            queue.append(job(f"s{n}", steps=3, t=t))
+            n += 1
+        free = 2.0 - sum(j.spec.total_cpus for j, _ in running)
+        view = ClusterView(time=t, nodes=(node("a", total=2, free=free),),
+                           jobs=(*queue, *(j for j, _ in running)))
+        started: list[str] = []
+
+        def launch(j: JobView, p: Placement, v: ClusterView, started=started) -> ClusterView:
+            started.append(j.job_id)
+            a = v.node("a")
+            return dataclasses.replace(v, nodes=(dataclasses.replace(
+                a, cpus_free=a.cpus_free - j.spec.total_cpus),))
+
+        place_in_order(policy, view, launch)
+        for jid in started:
+            j = next(q for q in queue if q.job_id == jid)
+            queue.remove(j)
+            running.append((dataclasses.replace(j, state=JobState.RUNNING, node_ids=("a",),
+                                                start_time=t), t + j.spec.steps * 1.0))
+            if jid == "gang":
+                return t
+        t += 1.0
+    return None
+
+
+def test_an_overdue_gang_stops_backfill_so_narrow_jobs_cannot_starve_it() -> None:
+    # Without the guard the 1-worker stream takes each CPU as it frees: the gang never starts.
+    guarded = learned_policy(oracle(), node_speeds=None)
+    starved = dataclasses.replace(guarded, ordering=_OrderOnly(guarded.ordering))
+    assert _gang_starvation_run(starved) is None
+    start = _gang_starvation_run(guarded)
+    # Overdue after 100 s / aging 0.5 = 200 s of waiting; then the running 3 s jobs drain.
+    assert start is not None and 200.5 <= start <= 200.5 + 3.0 + 1.0
+
+
+def test_a_gang_that_could_never_fit_the_schedulable_nodes_does_not_block() -> None:
+    policy = learned_policy(oracle(), node_speeds=None)
+    wide = job("wide", steps=100, workers=3, t=0.0)
+    view = ClusterView(time=1000.0, nodes=(node("a", total=2), node("b", total=2, degraded=True)),
+                       jobs=(wide,))
+    assert policy.ordering.overdue(wide, view)
+    assert not policy.blocks_backfill(wide, view)  # 3 workers, 2 schedulable CPUs
+    undrained = dataclasses.replace(view, nodes=(node("a", total=2), node("b", total=2)))
+    assert policy.blocks_backfill(wide, undrained)
 
 
 # -- placement --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from raysched.schedulers.decisions import Admission, Placement, RebalanceDecision
@@ -80,6 +80,52 @@ class SchedulingPolicy:
     rebalancing: RebalancePolicy = dataclasses.field(default_factory=NoRebalance)
     # Backfill: when the head of the queue cannot be placed, try the jobs behind it.
     backfill: bool = True
+
+    def blocks_backfill(self, job: JobView, cluster: ClusterView) -> bool:
+        """Whether `job`, not placed this round, stops the jobs behind it from being placed.
+
+        Without backfill every unplaced job does. With it, a job the ordering calls overdue
+        (waited past its aging window; orderings without `overdue` never say so) does, if
+        its gang fits the schedulable nodes once they are empty: otherwise narrower jobs
+        could take every CPU it needs as each frees, and a gang would wait without bound.
+        """
+        if not self.backfill:
+            return True
+        overdue = getattr(self.ordering, "overdue", None)
+        return bool(overdue is not None and overdue(job, cluster)
+                    and _fits_when_empty(job, cluster))
+
+
+def place_in_order(
+    policy: SchedulingPolicy, view: ClusterView,
+    launch: Callable[[JobView, Placement, ClusterView], ClusterView],
+) -> tuple[list[Placement], ClusterView]:
+    """One round's placements: walk the queue in the policy's order, placing what it places.
+
+    `launch` starts a placed job and returns the view after it; the last view is returned
+    with the placements. An unplaced job is skipped
+    (backfill) unless `policy.blocks_backfill` says the walk stops there. The controller's
+    round and the unit tests share this loop.
+    """
+    placed = []
+    for job in policy.ordering.order(view.queued, view):
+        placement = policy.placement.place(job, view)
+        if placement is None:
+            if policy.blocks_backfill(job, view):
+                break
+            continue
+        placed.append(placement)
+        view = launch(job, placement, view)
+    return placed, view
+
+
+def _fits_when_empty(job: JobView, cluster: ClusterView) -> bool:
+    """Whether the gang fits the alive, schedulable nodes with nothing running on them."""
+    spec = job.spec
+    empty = [dataclasses.replace(n, cpus_free=n.cpus_total, gpus_free=n.gpus_total)
+             for n in cluster.nodes if n.alive and n.schedulable]
+    return gang_fit(empty, spec.num_workers, spec.cpus_per_worker,
+                    spec.gpus_per_worker) is not None
 
 
 def gang_fit(

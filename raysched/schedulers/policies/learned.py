@@ -65,6 +65,9 @@ class _PrefetchingOrder:
     def cost_model(self, model: BatchCostModel) -> None:
         self.ordering.cost_model = model
 
+    def overdue(self, job: JobView, cluster: ClusterView) -> bool:
+        return self.ordering.overdue(job, cluster)
+
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
         order = self.ordering.order(queued, cluster)
         self.placement.prepare(order, cluster)

@@ -33,6 +33,11 @@ class PredictedRemainingOrder:
     latest when those have been placed and the capacity A needs is free. With the defaults
     (`aging_rate` 0.5, priority 0) a job is overtaken by newcomers for at most twice its own
     predicted remaining time. `aging_rate=0` turns aging off (pure SRPT, which can starve).
+
+    "The capacity A needs is free" needs one more rule with backfill: narrower jobs behind a
+    gang could take each CPU as it frees, one at a time. A job past its window (key < 0) is
+    `overdue`, and the policy stops backfilling past an overdue job that does not fit yet
+    (`SchedulingPolicy.blocks_backfill`), so running jobs drain until it does.
     """
 
     name = "predicted_remaining"
@@ -128,6 +133,23 @@ class PredictedRemainingOrder:
         waited = max(now - job.submit_time, 0.0)
         weight = math.exp(-self.priority_weight * job.spec.priority)
         return remaining_s * weight - self.aging_rate * waited
+
+    def overdue(self, job: JobView, cluster: ClusterView) -> bool:
+        """Whether `job` has waited past its aging window (its key is below 0).
+
+        Reads the round's cached remaining time (`order` filled it); a job not in the cache
+        is predicted alone, without touching the cache.
+        """
+        if self.aging_rate <= 0:
+            return False
+        hit = self._cache.get(job.job_id)
+        if hit is not None and hit[1] == job.steps_left:
+            remaining = hit[2]
+        else:
+            ref = self.reference_node(cluster)
+            (pred,) = predict(self.cost_model, [(job, (ref,) * job.spec.num_workers)], cluster)
+            remaining = pred.duration
+        return self.key(job, remaining, cluster.time) < 0
 
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
         if not queued:
