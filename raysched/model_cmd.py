@@ -155,6 +155,8 @@ def _explain(args: argparse.Namespace) -> int:
           f"{pred.step_time_hi_s:.4g}], run time {pred.duration_s:.4g} s "
           f"[{pred.duration_lo_s:.4g}, {pred.duration_hi_s:.4g}], peak RSS "
           f"{pred.peak_rss_mb:.0f} MiB")
+    if pred.note:
+        print(f"  note: {pred.note}")
     if row.get("run_time_s") is not None:
         print(f"  actual: run time {row['run_time_s']:.4g} s, peak RSS "
               f"{row.get('peak_rss_mb') or float('nan'):.0f} MiB")

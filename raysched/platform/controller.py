@@ -112,10 +112,14 @@ class Controller:
     def _load_cost_model(self) -> Any:
         """The promoted cost model, else one fitted now on what the store holds (cold start)."""
         from raysched.platform.model_registry import ModelRegistry
-        from raysched.schedulers.predictor.cost_model import CostModel
+        from raysched.schedulers.predictor.cost_model import CostModel, IncompatibleModelError
 
         self._registry = ModelRegistry(self.store, retrain_every=self.config.retrain_every)
-        model = self._registry.load_promoted()
+        try:
+            model = self._registry.load_promoted()
+        except IncompatibleModelError as exc:  # its file stays as it is; `raysched model train`
+            log.warning("%s; fitting a cost model on the store for this run instead", exc)
+            model = None
         if model is None:
             model = CostModel().fit(self._registry.finished_jobs())
         log.info("cost model: %s", model.source)

@@ -10,6 +10,12 @@ Promotion: the candidate is fitted on all but the most recent ``holdout_fraction
 finished jobs (time order by submit time) and scored on those; the promoted model is scored on
 the same rows. The candidate (refitted on every row) is promoted when its mean absolute log
 error of the run time is no worse than the promoted one's times ``1 + tolerance``.
+
+Feature lists: a saved model carries the names of the features it was trained on (``features_``;
+one saved before GPU features existed has none and was trained on `features.FEATURES_V1`). It
+keeps predicting on those columns after the feature list grows; one that names a feature this
+version cannot build raises `IncompatibleModelError` on load, asking for a retrain. Stored files
+and records are never rewritten.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import pandas as pd
 import skops.io as sio
 
 from raysched.platform.telemetry import TelemetryStore
-from raysched.schedulers.predictor.cost_model import TARGET, CostModel
+from raysched.schedulers.predictor.cost_model import TARGET, CostModel, IncompatibleModelError
 from raysched.schedulers.predictor.evaluation import score_cost_model
 from raysched.schedulers.predictor.features import training_rows, validate_jobs
 from raysched.schedulers.types import JobState
@@ -219,6 +225,8 @@ class ModelRegistry:
             return load_model_bytes(data, expected_sha256=record["sha256"])
         except ModelIntegrityError as exc:
             raise ModelIntegrityError(f"model version {version} ({path}): {exc}") from exc
+        except IncompatibleModelError as exc:
+            raise IncompatibleModelError(f"model version {version} ({path}): {exc}") from exc
 
     def load_promoted(self) -> CostModel | None:
         """The promoted version, or None when none has been promoted yet."""

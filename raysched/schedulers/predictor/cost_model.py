@@ -21,6 +21,18 @@ promoted model starts with fresh ones.
 
 Until a target has `min_rows` training rows the model answers with the calibrated heuristic of
 `heuristics.py` and says so: ``source == "heuristic"`` (else ``"model"``).
+
+GPU jobs: the features carry the job's GPUs and its history is GPU jobs' history only; the
+heuristic calibrates GPU jobs apart. When the training data held no GPU job at all, neither the
+trees nor the heuristic know what a GPU does to a step, so a GPU job's prediction says so in its
+``note`` and its interval is widened (`heuristics.widen_unseen_gpu`) instead of passing a CPU
+job's number off as a GPU job's.
+
+Saved models: a fitted model keeps the feature names it was trained on (``features_``); one
+saved before that attribute existed was trained on `FEATURES_V1`. Feature rows are always built
+with today's `FEATURES` and each estimator is handed its own columns by name, so an older model
+predicts exactly as it did (its history keeps its old grouping too). A model whose features
+this code cannot build raises `IncompatibleModelError` when it is loaded (retrain it).
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from raysched.schedulers.predictor.estimators import (
 from raysched.schedulers.predictor.fast_trees import FlatForest
 from raysched.schedulers.predictor.features import (
     FEATURES,
+    FEATURES_V1,
     NODE_FEATURES,
     History,
     build_features,
@@ -65,6 +78,7 @@ _NODE_COLS = [feature_index(n) for n in (
 # Peak memory is a property of the job, not of where it runs: its model only sees these columns,
 # so a batch needs one memory prediction per distinct job rather than per candidate.
 JOB_COLUMNS = np.array([i for i, name in enumerate(FEATURES) if name not in NODE_FEATURES])
+_GPUS = feature_index("gpus_per_worker")
 _CLUSTER_LOAD = feature_index("cluster_load")
 _FREE_CPUS = feature_index("log_free_cpus")
 _JOB_CACHE_MAX = 200_000
@@ -89,6 +103,7 @@ class Prediction:
     peak_rss_hi_mb: float
     throughput_sps: float  # samples per second
     source: str  # "model" or "heuristic" (the step-time predictor's)
+    note: str = ""  # what the prediction could not know (e.g. a GPU job and no GPU data); or ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -105,6 +120,7 @@ class PredictionBatch:
     peak_rss_hi_mb: np.ndarray
     throughput_sps: np.ndarray
     source: str
+    notes: tuple[str, ...] = ()  # one per row (`Prediction.note`), or () when none has one
 
     def __len__(self) -> int:
         return len(self.step_time_s)
@@ -112,9 +128,20 @@ class PredictionBatch:
     def __getitem__(self, i: int) -> Prediction:
         return Prediction(
             **{f.name: float(getattr(self, f.name)[i]) for f in dataclasses.fields(self)
-               if f.name != "source"},
+               if f.name not in ("source", "notes")},
             source=self.source,
+            note=self.notes[i] if self.notes else "",
         )
+
+
+class IncompatibleModelError(RuntimeError):
+    """A saved cost model trained on features this version cannot build: retrain it."""
+
+
+GPU_UNSEEN_NOTE = (
+    "GPU job, but {why}: step time as for the same CPU job, interval widened "
+    "(a GPU may be up to {factor:g}x faster)"
+)
 
 
 class CostModel:
@@ -142,6 +169,7 @@ class CostModel:
         self._rss_cache: dict[str, float] = {}
         self._step_cache: dict[bytes, float] = {}
         self._forests: dict[str, Any] = {"step": _UNBUILT, "rss": _UNBUILT}
+        self._columns: dict[str, np.ndarray | None] | None = None
         self._cluster_memo: tuple[ClusterView | None, tuple[float, float]] = (None, (0.0, 0.0))
 
     # -- training ---------------------------------------------------------------------------
@@ -175,7 +203,9 @@ class CostModel:
         X = build_features(  # noqa: N806
             rows, history=self.history_, param_counts=self.param_counts_, node_samples=samples
         )
+        self.features_ = FEATURES
         self.n_rows_ = len(rows)
+        self.n_gpu_rows_ = int((rows["gpus_per_worker"].to_numpy(float) > 0).sum())
         self.heuristic_ = heuristics.Heuristic()
         if len(rows):
             step_est, rss_est = _heuristic_raw(X)
@@ -206,6 +236,43 @@ class CostModel:
     def _check_fitted(self) -> None:
         if not hasattr(self, "history_"):
             raise RuntimeError("CostModel is not fitted; call fit(jobs) first (it may be empty)")
+
+    @property
+    def trained_features(self) -> tuple[str, ...]:
+        """The feature names the estimators were trained on, in their order."""
+        return tuple(getattr(self, "features_", FEATURES_V1))
+
+    def check_features(self) -> None:
+        """Raise `IncompatibleModelError` unless every trained feature is one `FEATURES` builds."""
+        if not hasattr(self, "history_"):
+            return
+        missing = [n for n in self.trained_features if n not in FEATURES]
+        if missing:
+            raise IncompatibleModelError(
+                f"this cost model was trained on features this raysched does not build "
+                f"({', '.join(missing)}): retrain it (`raysched model train`) with this version"
+            )
+
+    def _cols(self, name: str) -> np.ndarray | None:
+        """Columns of a full `FEATURES` row the step ("step") or memory ("rss") model was
+        trained on; None for the step model of a model trained on today's `FEATURES`."""
+        if self._columns is None:
+            self.check_features()
+            trained = self.trained_features
+            step = np.array([feature_index(n) for n in trained], dtype=np.intp)
+            rss = np.array([feature_index(n) for n in trained if n not in NODE_FEATURES],
+                           dtype=np.intp)
+            self._columns = {"step": None if trained == FEATURES else step, "rss": rss}
+        return self._columns[name]
+
+    def _own(self, name: str, X: np.ndarray) -> np.ndarray:  # noqa: N803
+        """`X` (full `FEATURES` rows) cut to the columns the `name` model was trained on."""
+        cols = self._cols(name)
+        if cols is None:
+            return X
+        if X.shape[1] != len(FEATURES):
+            raise ValueError(f"expected rows of {len(FEATURES)} features, got {X.shape[1]}")
+        return X[:, cols]
 
     # -- features ---------------------------------------------------------------------------
 
@@ -269,7 +336,9 @@ class CostModel:
         return got
 
     def _predict_log(self, name: str, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        """`predict_log` of the step or memory model: FlatForest for small batches."""
+        """`predict_log` of the step or memory model on full `FEATURES` rows (each model gets
+        its own columns): FlatForest for small batches."""
+        X = self._own(name, X)  # noqa: N806
         est: LogTargetRegressor = self.step_model_ if name == "step" else self.rss_model_
         forest = self._forest(name) if len(X) <= _FLAT_MAX_ROWS else None
         if forest is None:
@@ -282,7 +351,7 @@ class CostModel:
         forest = self._forest("step") if self.step_model_ is not None else None
         if forest is None:
             return None
-        keys = forest.keys(X)
+        keys = forest.keys(self._own("step", X))
         cache = self._step_cache
         miss: dict[bytes, int] = {}
         for i, k in enumerate(keys):
@@ -314,7 +383,7 @@ class CostModel:
         if self.rss_model_ is not None:
             missing = [i for i, j in enumerate(jobs) if j.job_id not in self._rss_cache]
             if missing:
-                fresh = self._predict_log("rss", job_rows[missing][:, JOB_COLUMNS])
+                fresh = self._predict_log("rss", job_rows[missing])
                 for i, value in zip(missing, fresh, strict=True):
                     self._rss_cache[jobs[i].job_id] = float(value)
             log_rss = np.array([self._rss_cache[j.job_id] for j in jobs])[ji]
@@ -334,21 +403,26 @@ class CostModel:
         already (`predict_many` caches them: memory per job, step time per row key).
         """
         self._check_fitted()
+        X = np.asarray(X, dtype=float)  # noqa: N806
+        gpus = X[:, _GPUS]
+        unseen = self._gpu_unseen(gpus)
         if self.step_model_ is not None:
             if log_step is None:
                 log_step = self._predict_log("step", X)
             step = np.exp(log_step)
             step_lo = np.exp(log_step + self.step_model_.residual_lo_)
             step_hi = np.exp(log_step + self.step_model_.residual_hi_)
+            step_lo, step_hi = heuristics.widen_unseen_gpu(step, step_lo, step_hi, unseen)
             source = "model"
         else:
             raw, _ = _heuristic_raw(X)
             step, step_lo, step_hi = self.heuristic_.step_time_interval(
-                _kinds(X), raw, _models(X))
+                _kinds(X), raw, _models(X), gpus if self._knows_gpus else None)
+            step_lo, step_hi = heuristics.widen_unseen_gpu(step, step_lo, step_hi, unseen)
             source = "heuristic"
         if self.rss_model_ is not None:
             if log_rss is None:
-                log_rss = self._predict_log("rss", X[:, JOB_COLUMNS])
+                log_rss = self._predict_log("rss", X)
             rss = np.exp(log_rss)
             rss_hi = np.exp(log_rss + self.rss_model_.residual_hi_)
         else:
@@ -366,7 +440,28 @@ class CostModel:
             peak_rss_hi_mb=rss_hi,
             throughput_sps=batch / step,
             source=source,
+            notes=self._notes(unseen),
         )
+
+    @property
+    def _knows_gpus(self) -> bool:
+        """Whether this model was fitted with GPU features (not one saved before them)."""
+        return "gpus_per_worker" in self.trained_features
+
+    def _gpu_unseen(self, gpus: np.ndarray) -> np.ndarray:
+        """Rows that are GPU jobs although the training data held no GPU job."""
+        gpu = np.isfinite(gpus) & (gpus > 0)
+        if self._knows_gpus and getattr(self, "n_gpu_rows_", 0) > 0:
+            return np.zeros(len(gpus), dtype=bool)
+        return gpu
+
+    def _notes(self, unseen: np.ndarray) -> tuple[str, ...]:
+        if not unseen.any():
+            return ()
+        why = ("no GPU job was in its training data" if self._knows_gpus else
+               "this model was trained before GPU features existed (retrain it)")
+        note = GPU_UNSEEN_NOTE.format(why=why, factor=heuristics.GPU_UNSEEN_FACTOR)
+        return tuple(note if u else "" for u in unseen)
 
     def _overhead(self, kind: str) -> float:
         table = getattr(self, "overhead_s_", {})
@@ -378,32 +473,37 @@ class CostModel:
         """Top features behind one row's step time: (name, value, log-ratio contribution).
 
         A feature's contribution is ``log(step(x)) - log(step(x with that feature replaced by
-        its training median))``: positive means it made the job slower.
+        its training median))``: positive means it made the job slower. `x` is a full
+        `FEATURES` row; only the features the model was trained on are listed.
         """
         self._check_fitted()
         x = np.asarray(x, dtype=float).reshape(1, -1)
-        variants = np.repeat(x, len(FEATURES), axis=0)
-        idx = np.arange(len(FEATURES))
-        variants[idx, idx] = self.feature_medians_
+        trained = self.trained_features
+        idx = np.array([feature_index(n) for n in trained], dtype=np.intp)
+        variants = np.repeat(x, len(trained), axis=0)
+        variants[np.arange(len(trained)), idx] = self.feature_medians_
         both = np.vstack([x, variants])
         if self.step_model_ is not None:
-            logs = self.step_model_.predict_log(both)
+            logs = self.step_model_.predict_log(self._own("step", both))
         else:
             raw, _ = _heuristic_raw(both)
-            logs = np.log(self.heuristic_.step_time(_kinds(both), raw, _models(both)))
+            gpus = both[:, _GPUS] if self._knows_gpus else None
+            logs = np.log(self.heuristic_.step_time(_kinds(both), raw, _models(both), gpus))
         contrib = logs[0] - logs[1:]
         order = np.argsort(-np.abs(contrib))[:top]
-        return [(FEATURES[i], float(x[0, i]), float(contrib[i])) for i in order]
+        return [(trained[i], float(x[0, idx[i]]), float(contrib[i])) for i in order]
 
     # -- persistence ------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        caches = ("_job_cache", "_rss_cache", "_step_cache", "_forests", "_cluster_memo")
+        caches = ("_job_cache", "_rss_cache", "_step_cache", "_forests", "_cluster_memo",
+                  "_columns")
         return {k: v for k, v in self.__dict__.items() if k not in caches}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reset_caches()
+        self.check_features()
 
 
 def _column_medians(X: np.ndarray) -> np.ndarray:  # noqa: N803

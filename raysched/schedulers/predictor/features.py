@@ -3,21 +3,32 @@
 A training row describes one finished job with only what the scheduler knew when it placed it:
 
 - spec: kind, model, log parameter count, log batch size, log steps, workers, CPUs per worker,
-  kind options that change the work (pipeline stages and micro-batches, parameter servers,
-  sweep trials);
+  log total CPUs, GPUs per worker and log1p of the gang's total GPUs (``gpus_per_worker`` of the
+  spec: a column of the row if given, else read from ``spec`` / ``spec_json``; rows from before
+  GPU jobs existed have none and are CPU jobs), kind options that change the work (pipeline
+  stages and micro-batches, parameter servers, sweep trials);
 - nodes: number of distinct nodes, slowest and mean speed label, smallest node CPU count (the
   ``node_cpus`` / ``node_speeds`` JSON lists), and, where ``node_samples`` are given, the mean
   measured load and smallest free memory of those nodes at start;
 - cluster at start: ``cluster_load_at_start`` (mean measured load of the alive nodes) and
   ``free_cpus_at_start`` (free CPUs over the whole cluster just before the placement);
-- history: for the same user, the same model and the same kind, outcomes of jobs that FINISHED
-  (``end_time``) strictly before this job was submitted: how many (capped), the mean log step time
-  of the last few, the last log step time, and the mean log run time of the last few;
+- history: for the same user, the same model and the same kind, each on the same device (a GPU
+  job's groups hold only GPU jobs, a CPU job's only CPU jobs: `device_of`), outcomes of jobs that
+  FINISHED (``end_time``) strictly before this job was submitted: how many (capped), the mean log
+  step time of the last few, the last log step time, and the mean log run time of the last few;
 - time: hour of day and day of week of the submit time (UTC).
 
-At decision time `candidate_matrix` builds the same columns from a `JobView`, the candidate
-`NodeView`s and the `ClusterView`, with history queried at the cluster's clock. Rows are
-validated on the way in (`validate_jobs`); a bad row raises `TelemetryDataError` naming it.
+At decision time `CostModel.matrix` builds the same columns from `JobView`s (`job_matrix`), the
+candidate `NodeView`s (`node_block`) and the `ClusterView` (`cluster_features`), with history
+queried at the cluster's clock. Rows are validated on the way in (`validate_jobs`); a bad row
+raises `TelemetryDataError` naming it.
+
+No per-node GPU column: a GPU job can only be placed on nodes with free GPUs and a CPU job does
+not use a node's GPUs, so "the candidate nodes have GPUs" says nothing the job's own
+``gpus_per_worker`` does not (and the jobs table records no per-node GPU counts to train it on).
+
+Models fitted before the GPU columns existed were trained on `FEATURES_V1`; `CostModel` keeps the
+names it was trained on and hands its trees only those columns.
 """
 
 from __future__ import annotations
@@ -37,7 +48,8 @@ HISTORY_RECENT = 10  # finished jobs per group the "recent" history means averag
 HISTORY_GROUPS = ("user", "model", "kind")
 SPEC_FEATURES = (
     "kind", "model", "log_params", "log_batch", "log_steps", "num_workers", "cpus_per_worker",
-    "log_total_cpus", "stages", "micro_batches", "num_servers", "num_trials",
+    "log_total_cpus", "gpus_per_worker", "log_total_gpus", "stages", "micro_batches",
+    "num_servers", "num_trials",
 )
 NODE_FEATURES = (
     "n_nodes", "speed_min", "speed_mean", "node_cpus_min", "node_load_mean", "node_mem_free_min",
@@ -49,6 +61,10 @@ HISTORY_FEATURES = tuple(
 TIME_FEATURES = ("hour", "weekday")
 FEATURES: tuple[str, ...] = SPEC_FEATURES + NODE_FEATURES + HISTORY_FEATURES + TIME_FEATURES
 _INDEX = {name: i for i, name in enumerate(FEATURES)}
+# The columns (in order) of every model fitted before the GPU columns existed (raysched up to
+# commit 3c93669); its History grouped CPU and GPU jobs together.
+FEATURES_V1: tuple[str, ...] = tuple(n for n in FEATURES if n not in (
+    "gpus_per_worker", "log_total_gpus"))
 
 FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 _REQUIRED = ("job_id", "user", "kind", "model", "num_workers", "cpus_per_worker", "steps",
@@ -62,7 +78,7 @@ _NUMERIC = {  # column -> must be non-negative
 }
 _COLUMNS = {*_REQUIRED, *_NUMERIC, "node_ids", "node_cpus", "node_speeds", "step_time_s",
             "throughput_sps", "opt_stages", "opt_micro_batches", "opt_num_servers",
-            "opt_num_trials"}
+            "opt_num_trials", "gpus_per_worker"}
 # What a SUCCEEDED row must carry to be a training row.
 _OUTCOMES = ("start_time", "end_time", "run_time_s", "steps_done")
 
@@ -88,17 +104,48 @@ def _json_list(where: str, field: str, value: Any) -> list[Any] | None:
     return list(value)
 
 
-def _spec_options(where: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
+def _spec_dict(where: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The row's spec as a mapping (`spec` from `list_jobs`, else ``spec_json``), or {}."""
     spec = row.get("spec")
     if isinstance(spec, JobSpec):
-        return spec.options
+        return {"options": spec.options, "gpus_per_worker": spec.gpus_per_worker}
     raw = row.get("spec_json")
     if isinstance(raw, str):
         try:
-            return dict(json.loads(raw).get("options") or {})
-        except (json.JSONDecodeError, AttributeError) as exc:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
             raise TelemetryDataError(f"{where}: spec_json is not a JSON object") from exc
+        if not isinstance(data, dict):
+            raise TelemetryDataError(f"{where}: spec_json is not a JSON object")
+        return data
     return {}
+
+
+def _spec_options(where: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    options = spec.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise TelemetryDataError(f"{where}: spec_json options is not a JSON object")
+    return options
+
+
+def _gpus_per_worker(where: str, row: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
+    """GPUs per worker: the row's own column if set, else the spec's; 0 (a CPU job) if neither."""
+    value = row.get("gpus_per_worker")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = spec.get("gpus_per_worker")
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise TelemetryDataError(f"{where}: gpus_per_worker must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise TelemetryDataError(f"{where}: gpus_per_worker is {value}, not a GPU count")
+    return value
+
+
+def device_of(gpus_per_worker: float) -> str:
+    """"gpu" for a job whose workers hold GPUs, else "cpu"."""
+    return "gpu" if gpus_per_worker > 0 else "cpu"
 
 
 def validate_jobs(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +206,9 @@ def validate_jobs(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFr
         start, end = row.get("start_time"), row.get("end_time")
         if start is not None and end is not None and end < start:
             raise TelemetryDataError(f"{where}: end_time {end} is before start_time {start}")
-        options = _spec_options(where, row)
+        spec = _spec_dict(where, row)
+        options = _spec_options(where, spec)
+        row["gpus_per_worker"] = _gpus_per_worker(where, row, spec)
         for opt in ("stages", "micro_batches", "num_servers", "num_trials"):
             v = options.get(opt)
             row[f"opt_{opt}"] = float(v) if isinstance(v, int | float) else math.nan
@@ -194,20 +243,25 @@ def training_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class History:
-    """Outcomes of finished jobs per user / model / kind, queryable "as of" any time.
+    """Outcomes of finished jobs per user / model / kind (each per device), queryable "as of" any
+    time.
 
     Built once from finished jobs; `query(group, keys, times)` only counts jobs whose
     ``end_time`` is strictly before each time, so a row's history never holds its own or a
-    later job's outcome.
+    later job's outcome. A group's key is the user, model or kind, with ``|gpu`` appended for
+    GPU jobs (`group_keys`), so GPU and CPU jobs never share a history. A History saved before
+    that (``by_device`` absent) keeps its plain keys: the models it belongs to were trained so.
     """
 
     def __init__(self, frame: pd.DataFrame) -> None:
+        self.by_device = True
         done = frame[frame["end_time"].notna() & frame["step_time_s"].notna()]
         done = done[done["step_time_s"] > 0]
+        keys = self.keys_of(done)
         self.groups: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for group in HISTORY_GROUPS:
             per_key: dict[str, dict[str, np.ndarray]] = {}
-            for key, g in done.groupby(group, sort=False):
+            for key, g in done.groupby(np.asarray(keys[group], dtype=object), sort=False):
                 g = g.sort_values("end_time", kind="stable")
                 step = np.log(g["step_time_s"].to_numpy(float))
                 run = np.log1p(g["run_time_s"].fillna(0.0).to_numpy(float))
@@ -218,6 +272,23 @@ class History:
                     "run_cum": np.concatenate([[0.0], np.cumsum(run)]),
                 }
             self.groups[group] = per_key
+
+    def keys_of(self, frame: pd.DataFrame) -> dict[str, list[str]]:
+        """Each group's key for `frame`'s rows (validated rows: `gpus_per_worker` is set)."""
+        gpus = frame["gpus_per_worker"] if "gpus_per_worker" in frame else None
+        devices = (["cpu"] * len(frame) if gpus is None
+                   else [device_of(float(g)) for g in gpus.fillna(0.0)])
+        return self.group_keys({g: frame[g].astype(str).tolist() for g in HISTORY_GROUPS},
+                               devices)
+
+    def group_keys(
+        self, values: Mapping[str, Sequence[str]], devices: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Keys of rows with these user / model / kind `values` on these `devices`."""
+        if not getattr(self, "by_device", False):  # saved before device keys existed
+            return {g: [str(v) for v in values[g]] for g in HISTORY_GROUPS}
+        return {g: [str(v) if d == "cpu" else f"{v}|{d}" for v, d in
+                    zip(values[g], devices, strict=True)] for g in HISTORY_GROUPS}
 
     def query(self, group: str, keys: Sequence[str], times: np.ndarray) -> np.ndarray:
         """Columns (n, step_mean, step_last, run_mean) for each (key, time), NaN where none."""
@@ -245,11 +316,11 @@ class History:
 
     def features(self, frame: pd.DataFrame, times: np.ndarray) -> np.ndarray:
         """All history columns (in `HISTORY_FEATURES` order) for `frame`'s rows at `times`."""
-        return self.features_of({g: frame[g].astype(str).tolist() for g in HISTORY_GROUPS},
-                                times)
+        return self.features_of(self.keys_of(frame), times)
 
     def features_of(self, keys: Mapping[str, Sequence[str]], times: np.ndarray) -> np.ndarray:
-        """`features` from each group's keys (`HISTORY_GROUPS` -> one string per row)."""
+        """`features` from each group's keys (`HISTORY_GROUPS` -> one key per row, as
+        `group_keys` makes them)."""
         return np.hstack([self.query(g, keys[g], times) for g in HISTORY_GROUPS])
 
 
@@ -305,10 +376,17 @@ def spec_matrix(frame: pd.DataFrame, param_counts: Mapping[str, float]) -> np.nd
     return _spec_columns(
         frame["kind"], frame["model"], params, frame["batch_size"].to_numpy(float),
         frame["steps"].to_numpy(float), frame["num_workers"].to_numpy(float),
-        frame["cpus_per_worker"].to_numpy(float),
+        frame["cpus_per_worker"].to_numpy(float), _gpus_column(frame),
         [frame.get(f"opt_{o}", pd.Series(np.nan, frame.index)).to_numpy(float)
          for o in _OPTIONS],
     )
+
+
+def _gpus_column(frame: pd.DataFrame) -> np.ndarray:
+    """GPUs per worker of validated rows (0 where the frame has no such column)."""
+    if "gpus_per_worker" not in frame:
+        return np.zeros(len(frame))
+    return frame["gpus_per_worker"].astype(float).fillna(0.0).to_numpy(float)
 
 
 _OPTIONS = ("stages", "micro_batches", "num_servers", "num_trials")
@@ -316,7 +394,8 @@ _OPTIONS = ("stages", "micro_batches", "num_servers", "num_trials")
 
 def _spec_columns(
     kinds: Iterable[str], models: Iterable[str], params: np.ndarray, batch: np.ndarray,
-    steps: np.ndarray, workers: np.ndarray, cpw: np.ndarray, options: Sequence[np.ndarray],
+    steps: np.ndarray, workers: np.ndarray, cpw: np.ndarray, gpw: np.ndarray,
+    options: Sequence[np.ndarray],
 ) -> np.ndarray:
     """`SPEC_FEATURES` columns from per-job values (float arrays; options in `_OPTIONS` order)."""
     return np.column_stack([
@@ -328,6 +407,8 @@ def _spec_columns(
         workers,
         cpw,
         np.log(workers * cpw),
+        gpw,
+        np.log1p(workers * gpw),
         *options,
     ])
 
@@ -391,6 +472,7 @@ def job_frame(jobs: Sequence[JobView], param_counts: Mapping[str, float]) -> pd.
         "model": [s.model for s in specs],
         "num_workers": [s.num_workers for s in specs],
         "cpus_per_worker": [s.cpus_per_worker for s in specs],
+        "gpus_per_worker": [float(s.gpus_per_worker) for s in specs],
         "steps": [s.steps for s in specs],
         "batch_size": [s.batch_size for s in specs],
         "param_count": [param_counts.get(s.model, math.nan) for s in specs],
@@ -423,10 +505,14 @@ def job_matrix(
         np.array([s.steps for s in specs], dtype=float),
         np.array([s.num_workers for s in specs], dtype=float),
         np.array([s.cpus_per_worker for s in specs], dtype=float),
+        np.array([s.gpus_per_worker for s in specs], dtype=float),
         [np.array([_option(s.options.get(o)) for s in specs], dtype=float) for o in _OPTIONS],
     )
-    keys = {"user": [str(s.user) for s in specs], "model": [str(m) for m in models],
-            "kind": [str(s.kind) for s in specs]}
+    keys = history.group_keys(
+        {"user": [str(s.user) for s in specs], "model": [str(m) for m in models],
+         "kind": [str(s.kind) for s in specs]},
+        [device_of(s.gpus_per_worker) for s in specs],
+    )
     out[:, ns + nn : ns + nn + nh] = history.features_of(keys, np.full(n, now))
     out[:, ns + nn + nh :] = _time_features(np.array([j.submit_time for j in jobs], dtype=float))
     return out

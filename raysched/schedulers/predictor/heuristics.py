@@ -24,6 +24,15 @@ that pair, else per model, else per kind, else overall. So the heuristic is "doc
 x constant fitted to the data at hand". The step-time interval is the spread of those ratios
 around their median (5th and 95th percentiles, at least x/1.25..x*1.25) once a group has
 `MIN_SPREAD_ROWS` rows, else the deliberately wide x/3..x*3.
+
+GPU jobs (``gpus_per_worker > 0``) are calibrated apart from CPU jobs: the formula counts CPUs
+only, so its ratio to a GPU job's step time has nothing to do with a CPU job's. A GPU job is
+scaled by the GPU groups (``gpu:`` + kind/model, */model, kind, *), a CPU job by the CPU groups,
+and neither ever by the other's. A GPU job when no GPU job has been seen at all is the one case
+without a fitting group: it gets the CPU calibration as its point estimate (no better number
+exists) but the heuristic does not pretend: `gpu_unseen` flags it, the cost model says so in the
+prediction's ``note``, and its interval is widened to x/`GPU_UNSEEN_FACTOR` below (a GPU can be
+many times faster than the CPUs) and at least x*`INTERVAL_FACTOR` above.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ DEFAULT_OVERHEAD_S = 2.0
 INTERVAL_FACTOR = 3.0  # heuristic intervals: [x / 3, x * 3]
 MIN_INTERVAL_FACTOR = 1.25  # the narrowest interval a calibrated group gets
 MIN_SPREAD_ROWS = 3  # rows a group needs before its own spread replaces INTERVAL_FACTOR
+GPU_PREFIX = "gpu:"  # calibration groups of GPU jobs; CPU jobs' groups carry no prefix
+GPU_UNSEEN_FACTOR = 20.0  # how much faster than the CPU calibration an unseen GPU job may be
 
 
 def samples_per_step(model: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -100,24 +111,30 @@ class Heuristic:
     def calibrate(
         self, rows: pd.DataFrame, step_est: np.ndarray, rss_est: np.ndarray
     ) -> Heuristic:
-        """Fit the scales: median observed / estimated per group (kind/model, kind, all)."""
+        """Fit the scales: median observed / estimated per group (kind/model, */model, kind, *),
+        GPU jobs and CPU jobs apart (module docstring)."""
         self.n_rows = len(rows)
         if not len(rows):
             return self
         ratio = rows["step_time_s"].to_numpy(float) / step_est
         ok = np.isfinite(ratio) & (ratio > 0)
+        gpu = _gpu_mask(rows["gpus_per_worker"].to_numpy(float) if "gpus_per_worker" in rows
+                        else None, len(rows))
         if ok.any():
             kinds = rows["kind"].to_numpy().astype(str)
             models = rows["model"].to_numpy().astype(str) if "model" in rows else None
-            groups: dict[str, np.ndarray] = {"*": ok}
-            for kind in KINDS:
-                groups[kind] = ok & (kinds == kind)
+            groups: dict[str, np.ndarray] = {}
+            for prefix, device in (("", ok & ~gpu), (GPU_PREFIX, ok & gpu)):
+                groups[prefix + "*"] = device
+                for kind in KINDS:
+                    groups[prefix + kind] = device & (kinds == kind)
+                    if models is not None:
+                        for model in np.unique(models[groups[prefix + kind]]):
+                            groups[prefix + group_key(kind, model)] = (
+                                groups[prefix + kind] & (models == model))
                 if models is not None:
-                    for model in np.unique(models[groups[kind]]):
-                        groups[group_key(kind, model)] = groups[kind] & (models == model)
-            if models is not None:
-                for model in np.unique(models[ok]):
-                    groups[group_key("*", model)] = ok & (models == model)
+                    for model in np.unique(models[device]):
+                        groups[prefix + group_key("*", model)] = device & (models == model)
             for key, sel in groups.items():
                 if sel.any():
                     self._fit_group(key, ratio[sel])
@@ -136,31 +153,51 @@ class Heuristic:
             self.step_spread[key] = [
                 min(float(lo), 1.0 / MIN_INTERVAL_FACTOR), max(float(hi), MIN_INTERVAL_FACTOR)]
 
-    def _group(self, kind: str, model: str | None) -> str:
-        """The most specific calibrated group for a row: kind/model, */model, kind, *."""
+    def _group(self, kind: str, model: str | None, gpu: bool = False) -> str:
+        """The most specific calibrated group for a row: kind/model, */model, kind, *, among
+        the GPU groups for a GPU job (the CPU ones when no GPU job was seen: `gpu_unseen`)."""
+        prefix = GPU_PREFIX if gpu and self.seen_gpu else ""
         for key in ((group_key(kind, model), group_key("*", model)) if model else ()):
-            if key in self.step_scale:
-                return key
-        return kind if kind in self.step_scale else "*"
+            if prefix + key in self.step_scale:
+                return prefix + key
+        return prefix + kind if prefix + kind in self.step_scale else prefix + "*"
+
+    @property
+    def seen_gpu(self) -> bool:
+        """Whether any GPU job was calibrated on (never, for heuristics saved before GPUs)."""
+        return GPU_PREFIX + "*" in self.step_scale
+
+    def gpu_unseen(self, gpus: np.ndarray | None, n: int) -> np.ndarray:
+        """Rows that are GPU jobs although no GPU job was ever calibrated on."""
+        if self.seen_gpu:
+            return np.zeros(n, dtype=bool)
+        return _gpu_mask(gpus, n)
 
     def step_time(self, kinds: np.ndarray, estimate: np.ndarray,
-                  models: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated step time for rows of `kinds` (and `models`) with uncalibrated `estimate`."""
-        return self.step_time_interval(kinds, estimate, models)[0]
+                  models: np.ndarray | None = None, gpus: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated step time for rows of `kinds` (and `models`, `gpus` per worker) with
+        uncalibrated `estimate`."""
+        return self.step_time_interval(kinds, estimate, models, gpus)[0]
 
     def step_time_interval(
-        self, kinds: np.ndarray, estimate: np.ndarray, models: np.ndarray | None = None
+        self, kinds: np.ndarray, estimate: np.ndarray, models: np.ndarray | None = None,
+        gpus: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(step time, low, high): each row scaled by its group, interval from its spread."""
+        """(step time, low, high): each row scaled by its group, interval from its spread
+        (widened for `gpu_unseen` rows)."""
         scale_of = self.step_scale
         spread_of = getattr(self, "step_spread", {})  # models pickled before spreads existed
         wide = (1.0 / INTERVAL_FACTOR, INTERVAL_FACTOR)
         model_of = [None] * len(kinds) if models is None else [str(m) for m in models]
-        names = [self._group(str(k), m) for k, m in zip(kinds, model_of, strict=True)]
+        gpu = _gpu_mask(gpus, len(kinds))
+        names = [self._group(str(k), m, bool(g))
+                 for k, m, g in zip(kinds, model_of, gpu, strict=True)]
         scale = np.array([scale_of.get(g, 1.0) for g in names], dtype=float)
         lo_hi = np.array([spread_of.get(g, wide) for g in names], dtype=float).reshape(-1, 2)
         step = np.asarray(estimate, dtype=float) * scale
-        return step, step * lo_hi[:, 0], step * lo_hi[:, 1]
+        lo, hi = widen_unseen_gpu(step, step * lo_hi[:, 0], step * lo_hi[:, 1],
+                                  self.gpu_unseen(gpus, len(kinds)))
+        return step, lo, hi
 
     def peak_rss(self, estimate: np.ndarray) -> np.ndarray:
         return estimate * self.rss_scale
@@ -170,6 +207,26 @@ class Heuristic:
                 "step_spread": dict(getattr(self, "step_spread", {})),
                 "rss_scale": self.rss_scale, "overhead_s": self.overhead_s,
                 "n_rows": self.n_rows}
+
+
+def widen_unseen_gpu(
+    step: np.ndarray, lo: np.ndarray, hi: np.ndarray, unseen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) with the rows of `unseen` GPU jobs widened to at least
+    [step / GPU_UNSEEN_FACTOR, step * INTERVAL_FACTOR]."""
+    if not unseen.any():
+        return lo, hi
+    lo = np.where(unseen, np.minimum(lo, step / GPU_UNSEEN_FACTOR), lo)
+    hi = np.where(unseen, np.maximum(hi, step * INTERVAL_FACTOR), hi)
+    return lo, hi
+
+
+def _gpu_mask(gpus: np.ndarray | None, n: int) -> np.ndarray:
+    """Rows with GPUs per worker > 0 (NaN or no column: CPU jobs)."""
+    if gpus is None:
+        return np.zeros(n, dtype=bool)
+    g = np.asarray(gpus, dtype=float)
+    return np.isfinite(g) & (g > 0)
 
 
 def group_key(kind: str, model: str) -> str:

@@ -9,7 +9,11 @@ Never presented as measurements. The generative model, per job (seeded):
 - step time = `heuristics.step_time_formula` x kind factor (data parallel 1, pipeline 1.3,
   parameter server 1.15, sweep 2) x user factor x ``exp(N(0, 0.1))``;
 - run time = steps x step time + overhead ``1.5 + Exp(0.5)`` s; peak RSS = formula x 1.2 x
-  ``exp(N(0, 0.05))``; Poisson arrivals every ~30 s, queueing ``Exp(20)`` s.
+  ``exp(N(0, 0.05))``; Poisson arrivals every ~30 s, queueing ``Exp(20)`` s;
+- with ``gpu_fraction > 0``, that share of the data-parallel jobs (the kind that can hold GPUs)
+  asks for one GPU per worker and steps ``gpu_speedup`` times faster than the same CPU job
+  (an assumption of this generator, not a measurement). With the default 0 no extra random
+  number is drawn, so every seed gives the rows it always gave.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from typing import Any
 import numpy as np
 
 from raysched.schedulers.predictor import heuristics
-from raysched.schedulers.spec import KINDS, MODELS
+from raysched.schedulers.spec import GPU_KINDS, KINDS, MODELS
 
 _KIND_FACTOR = {"data_parallel": 1.0, "pipeline_parallel": 1.3, "parameter_server": 1.15,
                 "sweep": 2.0}
 _PARAMS = {"mlp": 42634, "cnn": 76522, "transformer": 110400}
 
 
-def synthetic_jobs(n: int, *, seed: int = 0, n_users: int = 8, t0: float = 1.7e9) -> list[dict]:
+def synthetic_jobs(
+    n: int, *, seed: int = 0, n_users: int = 8, t0: float = 1.7e9, gpu_fraction: float = 0.0,
+    gpu_speedup: float = 10.0,
+) -> list[dict]:
     """`n` finished-job rows shaped like `TelemetryStore.list_jobs()` (without `spec`)."""
     rng = np.random.default_rng(seed)
     user_model = {f"u{i}": MODELS[i % len(MODELS)] for i in range(n_users)}
@@ -52,6 +59,10 @@ def synthetic_jobs(n: int, *, seed: int = 0, n_users: int = 8, t0: float = 1.7e9
             load=np.array([load]), trials=np.array([np.nan]),
         )[0]
         step = base * _KIND_FACTOR[kind] * user_factor[user] * float(np.exp(rng.normal(0, 0.1)))
+        gpus = 0
+        if gpu_fraction > 0 and kind in GPU_KINDS and rng.random() < gpu_fraction:
+            gpus = 1
+            step /= gpu_speedup
         overhead = 1.5 + float(rng.exponential(0.5))
         run = steps * step + overhead
         rss = heuristics.peak_rss_formula(
@@ -62,9 +73,11 @@ def synthetic_jobs(n: int, *, seed: int = 0, n_users: int = 8, t0: float = 1.7e9
         rows.append({
             "job_id": f"syn-{seed}-{i:06d}", "name": f"job{i}", "user": user, "kind": kind,
             "model": model, "dataset": "synthetic_text" if model == "transformer" else "digits",
-            "num_workers": workers, "cpus_per_worker": cpw, "steps": steps,
+            "num_workers": workers, "cpus_per_worker": cpw, "gpus_per_worker": gpus,
+            "steps": steps,
             "batch_size": batch, "learning_rate": 0.05, "priority": 0,
-            "param_count": _PARAMS[model], "spec_json": json.dumps({"options": {}}),
+            "param_count": _PARAMS[model],
+            "spec_json": json.dumps({"options": {}, "gpus_per_worker": gpus}),
             "source": "synthetic", "state": "SUCCEEDED", "submit_time": float(submit[i]),
             "start_time": start, "end_time": start + run, "queue_time_s": start - submit[i],
             "run_time_s": run, "node_ids": [f"n{rng.integers(16)}" for _ in range(workers)],
