@@ -18,13 +18,28 @@ def short_job(name: str, **kw) -> dict:
             "cpus_per_worker": 1, "steps": 20, "batch_size": 32, "learning_rate": 0.1, **kw}
 
 
-def test_three_jobs_succeed_on_the_nodes_their_decisions_named(cluster, client):
-    ids = [
-        client.submit(short_job("it-a", num_workers=2)),
-        client.submit(short_job("it-b", model="cnn")),
-        client.submit(short_job("it-c", user="zoe", priority=2)),
-    ]
-    rows = client.wait(ids, timeout_s=600)
+@pytest.fixture(scope="module")
+def batch(client) -> dict[str, dict]:
+    """Three good jobs and one that raises at step 3, submitted together and run to the end.
+
+    One batch for the two tests below: every Ray Train job pays 10-35 s of start-up, and the
+    good jobs are the "others" the failing one must leave unaffected (5 of the 6 CPUs: all four
+    run at once).
+    """
+    # max_failures 0: Ray Train would otherwise rerun the raising code twice more first.
+    specs = {
+        "a": short_job("it-a", num_workers=2),
+        "b": short_job("it-b", model="cnn"),
+        "c": short_job("it-c", user="zoe", priority=2),
+        "bad": short_job("it-bad", options={"fail_at_step": 3, "max_failures": 0}),
+    }
+    ids = {key: client.submit(spec) for key, spec in specs.items()}
+    rows = client.wait(list(ids.values()), timeout_s=600)
+    return {key: row for key, row in zip(ids, rows, strict=True)}
+
+
+def test_three_jobs_succeed_on_the_nodes_their_decisions_named(cluster, client, batch):
+    rows = [batch["a"], batch["b"], batch["c"]]
     assert [r["state"] for r in rows] == ["SUCCEEDED"] * 3, [r["error"] for r in rows]
     ray_view = worker_nodes_by_job()
     for row in rows:
@@ -40,18 +55,17 @@ def test_three_jobs_succeed_on_the_nodes_their_decisions_named(cluster, client):
             assert row[field] is not None, field
         assert row["steps_done"] == 20
         assert row["final_loss"] < 2.3  # trained: below ln(10), the loss of a uniform guess
-    steps = [r for r in _store(cluster).steps(ids[0]) if r["rank"] == 1]
+    steps = [r for r in _store(cluster).steps(batch["a"]["job_id"]) if r["rank"] == 1]
     assert len(steps) == 20 and all(s["step_time_s"] > 0 for s in steps)
 
 
-def test_a_failing_job_is_failed_with_its_error_and_others_are_unaffected(client):
-    # max_failures 0: Ray Train would otherwise rerun the raising code twice more first.
-    bad = client.submit(short_job("it-bad", options={"fail_at_step": 3, "max_failures": 0}))
-    good = client.submit(short_job("it-good"))
-    rows = {r["job_id"]: r for r in client.wait([bad, good], timeout_s=600)}
-    assert rows[bad]["state"] == "FAILED"
-    assert "injected failure at step 3" in rows[bad]["error"]
-    assert rows[good]["state"] == "SUCCEEDED"
+def test_a_failing_job_is_failed_with_its_error_and_others_are_unaffected(batch):
+    bad = batch["bad"]
+    assert bad["state"] == "FAILED"
+    assert "injected failure at step 3" in bad["error"]
+    # The jobs that ran beside it (the batch's good ones) all succeeded.
+    others = [batch[key] for key in ("a", "b", "c")]
+    assert [r["state"] for r in others] == ["SUCCEEDED"] * 3, [r["error"] for r in others]
 
 
 def test_bad_spec_is_rejected_and_nothing_is_queued(client):
