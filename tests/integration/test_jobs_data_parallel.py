@@ -34,7 +34,9 @@ def _train_worker_pids(job_id: str) -> list[int]:
 def test_fsdp_job_with_a_killed_worker_resumes_from_its_checkpoint(cluster, client):
     from raysched.platform.telemetry import TelemetryStore
 
-    every, steps = 20, 200
+    # The worker dies once two checkpoints are taken (40 steps done); the 60 steps left (0.2-0.6 s
+    # each on the emulated slow nodes) keep the job running until the kill lands, with margin.
+    every, steps = 20, 100
     ids = [client.submit({
         "kind": "data_parallel", "name": "fsdp-hetero-killed", "model": "cnn", "num_workers": 2,
         "cpus_per_worker": 1, "steps": steps, "batch_size": 64, "learning_rate": 0.1,
