@@ -136,15 +136,20 @@ def test_an_overdue_gang_stops_backfill_so_narrow_jobs_cannot_starve_it() -> Non
     assert start is not None and 200.5 <= start <= 200.5 + 3.0 + 1.0
 
 
-def test_a_gang_that_could_never_fit_the_schedulable_nodes_does_not_block() -> None:
+def test_only_a_gang_that_fits_later_but_not_now_blocks_backfill() -> None:
     policy = learned_policy(oracle(), node_speeds=None)
     wide = job("wide", steps=100, workers=3, t=0.0)
     view = ClusterView(time=1000.0, nodes=(node("a", total=2), node("b", total=2, degraded=True)),
                        jobs=(wide,))
     assert policy.ordering.overdue(wide, view)
     assert not policy.blocks_backfill(wide, view)  # 3 workers, 2 schedulable CPUs
-    undrained = dataclasses.replace(view, nodes=(node("a", total=2), node("b", total=2)))
-    assert policy.blocks_backfill(wide, undrained)
+    busy = dataclasses.replace(view, nodes=(node("a", total=2, free=1),
+                                            node("b", total=2, free=1)))
+    assert policy.blocks_backfill(wide, busy)  # fits the 4 CPUs once they are free
+    # Free capacity for it now: it was left queued by choice (a busy faster node, the
+    # evaluation cap), which must not stop the jobs behind it.
+    idle = dataclasses.replace(view, nodes=(node("a", total=2), node("b", total=2)))
+    assert not policy.blocks_backfill(wide, idle)
 
 
 # -- placement --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from raysched.schedulers.decisions import Admission, Placement, RebalanceDecision
-from raysched.schedulers.fit import could_ever_fit, usable_cpus
+from raysched.schedulers.fit import EPS, could_ever_fit, usable_cpus
 from raysched.schedulers.types import ClusterView, JobView, NodeView
 
 
@@ -85,15 +85,19 @@ class SchedulingPolicy:
         """Whether `job`, not placed this round, stops the jobs behind it from being placed.
 
         Without backfill every unplaced job does. With it, a job the ordering calls overdue
-        (waited past its aging window; orderings without `overdue` never say so) does, if
-        its gang fits the schedulable nodes once they are empty: otherwise narrower jobs
-        could take every CPU it needs as each frees, and a gang would wait without bound.
+        (waited past its aging window; orderings without `overdue` never say so) does when
+        its gang does not fit the schedulable nodes' free capacity now but would fit them
+        empty: otherwise narrower jobs could take every CPU it needs as each frees, and a
+        gang would wait without bound. An overdue job that fits now and was not placed (it
+        waits for a busy faster node, which placement reserves, or the round's evaluation
+        cap was reached) does not stop the others.
         """
         if not self.backfill:
             return True
         overdue = getattr(self.ordering, "overdue", None)
         return bool(overdue is not None and overdue(job, cluster)
-                    and _fits_when_empty(job, cluster))
+                    and not _gang_fits(job, cluster, empty=False)
+                    and _gang_fits(job, cluster, empty=True))
 
 
 def place_in_order(
@@ -103,9 +107,9 @@ def place_in_order(
     """One round's placements: walk the queue in the policy's order, placing what it places.
 
     `launch` starts a placed job and returns the view after it; the last view is returned
-    with the placements. An unplaced job is skipped
-    (backfill) unless `policy.blocks_backfill` says the walk stops there. The controller's
-    round and the unit tests share this loop.
+    with the placements. An unplaced job is skipped (backfill) unless
+    `policy.blocks_backfill` says the walk stops there. The controller's round, the decision
+    latency benchmark and the unit tests share this loop.
     """
     placed = []
     for job in policy.ordering.order(view.queued, view):
@@ -119,13 +123,20 @@ def place_in_order(
     return placed, view
 
 
-def _fits_when_empty(job: JobView, cluster: ClusterView) -> bool:
-    """Whether the gang fits the alive, schedulable nodes with nothing running on them."""
+def _gang_fits(job: JobView, cluster: ClusterView, *, empty: bool) -> bool:
+    """Whether the gang fits the schedulable nodes' free capacity (or their totals: `empty`).
+
+    Counts worker slots per node, which is what `gang_fit`'s greedy fill finds."""
     spec = job.spec
-    empty = [dataclasses.replace(n, cpus_free=n.cpus_total, gpus_free=n.gpus_total)
-             for n in cluster.nodes if n.alive and n.schedulable]
-    return gang_fit(empty, spec.num_workers, spec.cpus_per_worker,
-                    spec.gpus_per_worker) is not None
+    cpw, gpw = spec.cpus_per_worker, spec.gpus_per_worker
+    need = spec.num_workers
+    for n in cluster.nodes:
+        if n.schedulable:
+            cpus, gpus = (n.cpus_total, n.gpus_total) if empty else (n.cpus_free, n.gpus_free)
+            need -= max(int((usable_cpus(cpus, gpus, cpw, gpw) + EPS) // cpw), 0)
+            if need <= 0:
+                return True
+    return False
 
 
 def gang_fit(
