@@ -1,13 +1,16 @@
 """Decision latency of one learned-policy scheduler round: 100 nodes, 1,000 queued jobs.
 
 What is timed (policy code only; building the views is the controller's work and is not timed):
-one *round* is what `Controller.run_round` asks of the policy:
+one *round* is what `Controller.run_round` asks of the policy, through the same
+`place_in_order` walk the controller uses:
 
-    order = policy.ordering.order(view.queued, view)          # timed
+    order = policy.ordering.order(view.queued, view)          # timed ("order")
     for job in order:
-        placement = policy.placement.place(job, view)          # timed, for all 1,000 jobs
-        if placement: view = <view after the launch>           # not timed
-    policy.rebalancing.rebalance(view)                         # timed
+        placement = policy.placement.place(job, view)          # timed ("place")
+        if placement is None:
+            stop if policy.blocks_backfill(job, view)          # its overdue check: "place"
+        else: view = <view after the launch>                   # not timed
+    policy.rebalancing.rebalance(view)                         # timed ("rebalance")
 
 Steady state: the cluster is first filled (rounds until one places nothing; reported
 separately, they place up to `max_evaluations` jobs each and happen once). Each following
@@ -40,7 +43,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from raysched.schedulers.decisions import Placement
-from raysched.schedulers.policies.base import SchedulingPolicy
+from raysched.schedulers.policies.base import SchedulingPolicy, place_in_order
 from raysched.schedulers.policies.learned import learned_policy
 from raysched.schedulers.predictor.cost_model import CostModel
 from raysched.schedulers.predictor.synthetic import synthetic_jobs
@@ -149,20 +152,36 @@ class Clock:
         return out
 
 
+class TimedPart:
+    """A policy part whose method calls are timed by `clock` (`phases`: method -> phase)."""
+
+    def __init__(self, part: object, clock: Clock, phases: dict[str, str]) -> None:
+        self._part, self._clock, self._phases = part, clock, phases
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._part, name)
+        phase = self._phases.get(name)
+        if phase is None:
+            return attr
+        return lambda *args: self._clock(phase, attr, *args)
+
+
 def timed_round(policy: SchedulingPolicy, sim: Sim) -> tuple[Clock, int, int]:
     """Time spent in policy code for one round, placements made, migrations decided."""
     clock = Clock()
-    view = sim.view()
-    order = clock("order", policy.ordering.order, view.queued, view)
-    placed = 0
-    for job in order:
-        p = clock("place", policy.placement.place, job, view)
-        if p is not None:
-            sim.launch(p)
-            view = sim.view()
-            placed += 1
+    timed = dataclasses.replace(
+        policy,
+        ordering=TimedPart(policy.ordering, clock, {"order": "order", "overdue": "place"}),
+        placement=TimedPart(policy.placement, clock, {"place": "place"}),
+    )
+
+    def launch(job: JobView, p: Placement, view: ClusterView) -> ClusterView:
+        sim.launch(p)
+        return sim.view()
+
+    placed, view = place_in_order(timed, sim.view(), launch)
     decision = clock("rebalance", policy.rebalancing.rebalance, view)
-    return clock, placed, sim.apply_migrations(decision)
+    return clock, len(placed), sim.apply_migrations(decision)
 
 
 def _refill(sim: Sim, size: int) -> None:
