@@ -8,6 +8,7 @@ from typing import Protocol
 
 from raysched.schedulers.decisions import Admission, Placement, RebalanceDecision
 from raysched.schedulers.fit import EPS, could_ever_fit, usable_cpus
+from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobView, NodeView
 
 
@@ -124,19 +125,20 @@ def place_in_order(
 
 
 def _gang_fits(job: JobView, cluster: ClusterView, *, empty: bool) -> bool:
-    """Whether the gang fits the schedulable nodes' free capacity (or their totals: `empty`).
+    """Whether the gang fits the schedulable nodes' free capacity (or their totals: `empty`)."""
+    return gang_slots(job.spec, cluster, empty=empty) >= job.spec.num_workers
 
-    Counts worker slots per node, which is what `gang_fit`'s greedy fill finds."""
-    spec = job.spec
+
+def gang_slots(spec: JobSpec, cluster: ClusterView, *, empty: bool) -> int:
+    """Workers of `spec`'s shape the schedulable nodes' free capacity (or their totals:
+    `empty`) could hold, counted per node, which is what `gang_fit`'s greedy fill finds."""
     cpw, gpw = spec.cpus_per_worker, spec.gpus_per_worker
-    need = spec.num_workers
+    slots = 0
     for n in cluster.nodes:
         if n.schedulable:
             cpus, gpus = (n.cpus_total, n.gpus_total) if empty else (n.cpus_free, n.gpus_free)
-            need -= max(int((usable_cpus(cpus, gpus, cpw, gpw) + EPS) // cpw), 0)
-            if need <= 0:
-                return True
-    return False
+            slots += max(int((usable_cpus(cpus, gpus, cpw, gpw) + EPS) // cpw), 0)
+    return slots
 
 
 def gang_fit(

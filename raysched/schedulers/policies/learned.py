@@ -13,12 +13,15 @@ Caching and bounds (what is reused between calls, and what a round considers):
   `refresh_s` seconds; at most `refresh_batch` stale entries are recomputed per round, oldest
   first, so a thousand jobs that arrived together do not all expire in the same round;
 - placement: `LearnedPlacement.prepare(order, view)` (called by the ordering wrapper that
-  `learned_policy` installs) predicts, in one call, every candidate of the first
-  `max_evaluations` jobs of the order that fit now. Predictions are keyed by what the model
+  `learned_policy` installs) predicts every candidate of the first `max_evaluations` jobs of
+  the order that fit now, all on that view: the first `prefetch_jobs` of them (up to where the
+  walk is expected to stop, `walk_end`) at once, the others a few per call as the walk reaches
+  them (the walk usually stops within a few jobs, at an overdue gang that does not fit).
+  Predictions are keyed by what the model
   sees of a placement (speeds, sizes, load in 0.05 steps, free memory in 500 MB steps; by node
   id for a model that knows nodes by id, like the oracle), so a launch elsewhere does not
   invalidate them. Later in the round `place` scores only candidates already predicted when it
-  has any (a launch may have taken the others), so a prepared round costs one model call;
+  has any (a launch may have taken the others);
 - backfill depth: `place` evaluates at most `max_evaluations` jobs per round (like Slurm's
   `bf_max_job_test`); the rest are considered next round, in order;
 - waiting: a job that decides to wait for a busy node reserves it for the round, so the next
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy
+from raysched.schedulers.policies.base import AdmitAll, SchedulingPolicy, gang_slots
 from raysched.schedulers.policies.node_speeds import (
     MeasuredNodeSpeeds,
     NodeSpeedSource,
@@ -70,8 +73,25 @@ class _PrefetchingOrder:
 
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
         order = self.ordering.order(queued, cluster)
-        self.placement.prepare(order, cluster)
+        self.placement.prepare(order, cluster, horizon=self.walk_end(order, cluster))
         return order
+
+    def walk_end(self, order: Sequence[JobView], cluster: ClusterView) -> int:
+        """How many jobs of `order` the queue walk reaches at most: it stops at an overdue
+        job whose gang does not fit now but would fit the empty nodes (`SchedulingPolicy.
+        blocks_backfill`), and launches only take capacity. Only a hint: the placement
+        predicts later jobs too if the walk gets there."""
+        slots: dict[tuple[float, int], tuple[int, int]] = {}
+        for i, job in enumerate(order):
+            spec = job.spec
+            shape = (spec.cpus_per_worker, spec.gpus_per_worker)
+            got = slots.get(shape)
+            if got is None:
+                got = slots[shape] = (gang_slots(spec, cluster, empty=False),
+                                      gang_slots(spec, cluster, empty=True))
+            if got[0] < spec.num_workers <= got[1] and self.ordering.overdue(job, cluster):
+                return i + 1
+        return len(order)
 
 
 def learned_policy(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence, Set
 from typing import NamedTuple
 
 from raysched.schedulers.decisions import (
@@ -185,6 +185,22 @@ class _Plan(NamedTuple):
 
 
 
+class _Prefetch:
+    """The part of a prepared round's prefetch not done yet: the round's order, the prepared
+    view's node index, the next position in the order, how many jobs that fit were covered,
+    and the ids of the jobs already looked at."""
+
+    def __init__(self, order: Sequence[JobView], idx: _NodeIndex) -> None:
+        self.order = order
+        self.idx = idx
+        self.pos = 0
+        self.covered = 0
+        self.seen: set[str] = set()
+        self.first: dict[NodeIds, Sequence[NodeView]] = {}  # see `LearnedPlacement._fill`
+        # Durations known at `prepare`, when its view's end times were left to be built later.
+        self.dur: dict[tuple[str, int], float] | None = None
+
+
 class _Scored(NamedTuple):
     """One candidate with its predictions and score."""
 
@@ -234,10 +250,12 @@ class LearnedPlacement:
         max_wait_s: float = 600.0,
         max_evaluations: int = 64,
         round_ttl_s: float = 5.0,
+        prefetch_jobs: int = 8,
         policy_name: str = "learned",
         adjust: AdjustView | None = None,
     ) -> None:
         self.adjust = adjust
+        self.prefetch_jobs = max(prefetch_jobs, 1)
         self.risk = risk
         self.max_candidates = max(max_candidates, 4)
         self.max_wait_candidates = max_wait_candidates
@@ -263,6 +281,7 @@ class LearnedPlacement:
         self._index: _NodeIndex | None = None
         self._round: dict[Hashable, Pred] = {}
         self._prepared = False  # the round's prefetch was the old model's: predict as needed
+        self._pending = None
         self._running_dur: dict[tuple[str, int], float] = {}
         self._ends_state: _EndsState | None = None  # see `_node_ends`
         self._dur_set: set[str] = set()  # jobs `place` gave a duration since the last build
@@ -289,6 +308,7 @@ class LearnedPlacement:
         self._evaluated = 0
         self._prepared = prepared
         self._reserved: set[str] = set()
+        self._pending: _Prefetch | None = None
 
     def _plan(self, job: JobView, idx: _NodeIndex) -> _Plan | None:
         """The free candidates of `job` on this view (no predictions), memoised per view;
@@ -316,13 +336,15 @@ class LearnedPlacement:
         idx.plans[job.job_id] = (job, got)
         return got
 
-    def _busy(self, job: JobView, idx: _NodeIndex, plan: _Plan
-              ) -> list[tuple[NodeIds, float, _Cand, Hashable]]:
+    def _busy(self, job: JobView, idx: _NodeIndex, plan: _Plan,
+              reserved: Set[str] | None = None) -> list[tuple[NodeIds, float, _Cand, Hashable]]:
         """The busy candidates worth waiting for, with their prediction keys (no predictions):
-        (ids, wait_s, (ids, nodes as predicted), key)."""
+        (ids, wait_s, (ids, nodes as predicted), key). `reserved`: nodes taken by waiting
+        jobs (default: this round's reservations)."""
         nw = job.spec.num_workers
         out = []
-        for ids, wait, after in self._busy_candidates(job, idx, plan.faster_than):
+        reserved = self._reserved if reserved is None else reserved
+        for ids, wait, after in self._busy_candidates(job, idx, plan.faster_than, reserved):
             cand = (ids, (after,) * nw)
             memo = idx._idle_key
             block = memo.get((ids[0], nw))
@@ -331,35 +353,95 @@ class LearnedPlacement:
             out.append((ids, wait, cand, (job.job_id, job.steps_left, block)))
         return out
 
-    def prepare(self, order: Sequence[JobView], view: ClusterView) -> None:
-        """Predict, in one call, every candidate of the jobs this round will evaluate.
+    def prepare(self, order: Sequence[JobView], view: ClusterView,
+                horizon: int | None = None) -> None:
+        """Predict every candidate of the jobs this round will evaluate, on this view.
 
         Those are the first `max_evaluations` jobs of `order` that fit the free capacity now;
-        `place` then answers from this cache while launches change the free CPUs.
+        `place` then answers from this cache while launches change the free CPUs. Predicted
+        now: the first `prefetch_jobs` of them, and none past the first `horizon` jobs of
+        `order` (where the caller expects the queue walk to stop). The others are predicted
+        on this same view, `prefetch_jobs` at a time, when `evaluate` first asks about one of
+        them (`_Prefetch`), so the round's predictions are those of predicting them all now,
+        wherever the walk stops.
         """
         view = self._adjusted(view)
         self._new_round(view.time, prepared=True)
         idx = self._nodes(view)
+        self._pending = _Prefetch(order, idx)
+        self._prefetch(len(order) if horizon is None else horizon)
+        if self._pending is not None and idx.ends is None:
+            self._ends_as_full_prepare()
+
+    def _prefetch(self, upto: int, job_id: str | None = None) -> None:
+        """Plan and predict more of the prepared round's jobs, in one call, as predicting them
+        all in `prepare` would (on the prepared view, with no node reserved yet): until
+        `job_id` has been looked at and `prefetch_jobs` more jobs that fit are covered, or
+        position `upto` of the order is reached."""
+        pf = self._pending
+        assert pf is not None
+        idx, order = pf.idx, pf.order
+        target = pf.covered + self.prefetch_jobs
         todo: list[tuple[Hashable, JobView, _Cand]] = []
-        covered = 0
-        for job in order:
-            if covered >= self.max_evaluations:
+        while pf.pos < len(order) and pf.covered < self.max_evaluations:
+            if (job_id is None or job_id in pf.seen) and (pf.pos >= upto
+                                                          or pf.covered >= target):
                 break
+            job = order[pf.pos]
+            pf.pos += 1
+            pf.seen.add(job.job_id)
             plan = self._plan(job, idx)
-            if plan is None:
-                continue
-            covered += 1
-            todo += [(k, job, c) for k, c in zip(plan.keys, plan.cands, strict=True)]
-            todo += [(k, job, c) for _, _, c, k in self._busy(job, idx, plan)]
-        self._fill(todo, view)
+            if plan is not None:
+                pf.covered += 1
+                if idx.ends is None and pf.dur is not None and self._may_wait(job, idx):
+                    idx.ends = self._prepared_ends(idx, pf.dur)
+                todo += [(k, job, c) for k, c in zip(plan.keys, plan.cands, strict=True)]
+                todo += [(k, job, c) for _, _, c, k in self._busy(job, idx, plan, frozenset())]
+        if pf.pos >= len(order) or pf.covered >= self.max_evaluations:
+            self._pending = None
+        self._fill(todo, idx.view, pf.first)
+
+    def _ends_as_full_prepare(self) -> None:
+        """Build the prepared view's end times now if a full `prepare` would have (one of the
+        jobs it covers may wait for a busy node) and that build would predict: `_node_ends`
+        predicts running jobs without a known duration on the view it is first built for, and
+        keeps those predictions. Otherwise when it is first built makes no difference to what
+        it returns (its incremental updates equal a rebuild)."""
+        pf = self._pending
+        assert pf is not None
+        idx, covered = pf.idx, pf.covered
+        dur = self._running_dur
+        if not any(j.state in _RUNNING_STATES and j.node_ids and not j.recent_step_time_s
+                   and (j.job_id, j.steps_done) not in dur for j in idx.view.jobs):
+            pf.dur = dict(dur)  # for `_prepared_ends`, should a later prefetch need them
+            return
+        for job in pf.order[pf.pos:]:
+            if covered >= self.max_evaluations:
+                return
+            if self._plan(job, idx) is not None:
+                covered += 1
+                if self._may_wait(job, idx):
+                    self._node_ends(idx)
+                    return
 
     def _key(self, job: JobView, cand: _Cand) -> Hashable:
         return (job.job_id, job.steps_left, self._place_key(cand[0], cand[1]))
 
-    def _fill(self, todo: Sequence[tuple[Hashable, JobView, _Cand]], view: ClusterView) -> None:
+    def _fill(self, todo: Sequence[tuple[Hashable, JobView, _Cand]], view: ClusterView,
+              first: dict[NodeIds, Sequence[NodeView]] | None = None) -> None:
+        """Predict the candidates of `todo` not in the round's cache yet, in one call.
+
+        `first` (a prepared round's, kept across its prefetch calls): per node-id tuple, the
+        nodes of the first candidate predicted with it. The cost model builds a batch's node
+        features once per node-id tuple, from the first such pair in the batch (a busy node
+        asked about as idle and a free one as it is share the tuple); a prefetch split over
+        several calls passes those nodes again so that each row is the one-call prepare's.
+        """
         missing: dict[Hashable, tuple[JobView, Sequence[NodeView]]] = {}
-        for k, job, (_, nodes) in todo:
+        for k, job, (ids, nodes) in todo:
             if k not in self._round and k not in missing:
+                if first is not None:
+                    nodes = first.setdefault(ids, nodes)
                 missing[k] = (job, nodes)
         if not missing:
             return
@@ -473,20 +555,52 @@ class LearnedPlacement:
         idx.ends = ends
         return ends
 
-    def _busy_candidates(self, job: JobView, idx: _NodeIndex, faster_than: float
-                         ) -> list[tuple[NodeIds, float, NodeView]]:
-        """Busy nodes faster than `faster_than` that could hold the gang alone, soonest first:
-        (ids, wait_s, the node as predicted: idle once its jobs have left)."""
+    def _may_wait(self, job: JobView, idx: _NodeIndex) -> bool:
+        """Whether `job` may wait for a busy node at all (then its busy candidates are looked
+        for, which needs the view's end times)."""
         if self.max_wait_candidates <= 0 or job.state is not JobState.QUEUED:
-            return []
+            return False
         if job.spec.gpus_per_worker > 0:
-            return []  # predicted end times count freed CPUs, not GPUs: a GPU job never waits
-        if idx.view.time - job.submit_time >= self.max_wait_s:
+            return False  # predicted end times count freed CPUs, not GPUs: a GPU job never waits
+        return idx.view.time - job.submit_time < self.max_wait_s
+
+    @staticmethod
+    def _prepared_ends(idx: _NodeIndex, dur: dict[tuple[str, int], float]
+                       ) -> dict[str, list[tuple[float, float]]]:
+        """`_node_ends(idx)` as a rebuild gives it, from the durations `dur` known when the
+        round was prepared, without touching the placement's state: a later view of the round
+        may already have been built, and `_node_ends` on an older one would undo its updates.
+        Only for a view where no running job lacks a duration (nothing to predict)."""
+        now = idx.view.time
+        ends: dict[str, list[tuple[float, float]]] = {}
+        for j in idx.view.jobs:
+            if j.state not in _RUNNING_STATES or not j.node_ids:
+                continue
+            if j.recent_step_time_s:
+                left = j.steps_left * j.recent_step_time_s
+            else:
+                d = dur.get((j.job_id, j.steps_done))
+                if d is None:
+                    continue
+                elapsed = now - j.start_time if j.start_time and not j.steps_done else 0.0
+                left = max(d - elapsed, 0.0)
+            entry = (now + left, j.spec.cpus_per_worker)
+            for nid in j.node_ids:
+                ends.setdefault(nid, []).append(entry)
+        for v in ends.values():
+            v.sort()
+        return ends
+
+    def _busy_candidates(self, job: JobView, idx: _NodeIndex, faster_than: float,
+                         reserved: Set[str]) -> list[tuple[NodeIds, float, NodeView]]:
+        """Busy nodes faster than `faster_than` that could hold the gang alone, soonest first,
+        none of them `reserved`: (ids, wait_s, the node as predicted: idle once its jobs have
+        left)."""
+        if not self._may_wait(job, idx):
             return []
         nw = job.spec.num_workers
         pool: list[tuple[float, NodeView]] = []
         busy = idx.busy(nw * job.spec.cpus_per_worker, self._node_ends(idx), faster_than)
-        reserved = self._reserved
         for speed, (soonest, n_kinds) in busy.items():
             if speed <= faster_than:
                 continue
@@ -532,6 +646,8 @@ class LearnedPlacement:
     def evaluate(self, job: JobView, view: ClusterView) -> list[_Scored]:
         """Every candidate considered for `job`, best first (rejected ones last)."""
         view = self._adjusted(view)
+        if self._pending is not None and job.job_id not in self._pending.seen:
+            self._prefetch(len(self._pending.order), job.job_id)
         idx = self._nodes(view)
         plan = self._plan(job, idx)
         if plan is None:
