@@ -45,12 +45,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from raysched.platform import local_cluster as lc
 
     if args.action == "up":
-        config = lc.LocalClusterConfig(nodes=lc.default_nodes(args.nodes), state_dir=args.state_dir,
+        nodes = lc.parse_nodes(args.node_spec) if args.node_spec else lc.default_nodes(args.nodes)
+        config = lc.LocalClusterConfig(nodes=nodes, state_dir=args.state_dir,
                                        dashboard_port=args.dashboard_port, policy=args.policy)
         state = lc.up(config)
         print(f"local cluster up: {len(config.nodes)} worker nodes + head (pid {state['pid']})")
         for i, node in enumerate(state["nodes"]):
-            print(f"  node {i}: {node['cpus']} CPUs, speed {node['speed']:g} (emulated)")
+            gpus = f", {node['gpus']} GPU(s)" if node.get("gpus") else ""
+            print(f"  node {i}: {node['cpus']} CPUs{gpus}, speed {node['speed']:g} (emulated)")
         print(f"dashboard:  {state['dashboard_url']}")
         print(f"address:    {state['address']}")
         print(f"ray job submit --address {state['dashboard_url']} --working-dir . -- "
@@ -161,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cluster", help="a local multi-node Ray cluster on this machine")
     p.add_argument("action", choices=["up", "down", "address", "dashboard"])
     p.add_argument("--nodes", type=int, default=3, help="worker nodes (default 3)")
+    p.add_argument("--node-spec", help="the worker nodes as CPUS[:SPEED[:GPUS]],... (e.g. "
+                   "2:1,4:0.5:1); overrides --nodes")
     p.add_argument("--dashboard-port", type=int, default=28265)
     p.add_argument("--policy", default="least_loaded", help="the controller's policy")
     p.set_defaults(func=cmd_cluster)

@@ -36,10 +36,13 @@ class NodeSpec:
     cpus: int
     speed: float = 1.0
     memory_mb: int = 1024
+    gpus: int = 0  # Ray's logical "GPU" count; workers see the host's GPUs from index 0
 
     def __post_init__(self) -> None:
         if self.cpus <= 0:
             raise ValueError(f"a node needs at least one CPU, got {self.cpus}")
+        if self.gpus < 0:
+            raise ValueError(f"a node's GPU count cannot be negative, got {self.gpus}")
         if not 0 < self.speed <= 1.0:
             raise ValueError(f"speed must be in (0, 1], got {self.speed}")
 
@@ -141,6 +144,7 @@ class LocalCluster:
         for node in cfg.nodes:
             self._cluster.add_node(
                 num_cpus=node.cpus,
+                num_gpus=node.gpus,
                 labels={SPEED_LABEL: f"{node.speed:g}", ROLE_LABEL: "worker"},
                 object_store_memory=80 * 1024 * 1024,
             )
@@ -246,7 +250,7 @@ def up(config: LocalClusterConfig, *, timeout_s: float = 180.0) -> dict[str, Any
             "run `raysched cluster down` first"
         )
     state_dir.mkdir(parents=True, exist_ok=True)
-    nodes_arg = ",".join(f"{n.cpus}:{n.speed:g}" for n in config.nodes)
+    nodes_arg = format_nodes(config.nodes)
     log = open(state_dir / "cluster.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "raysched.platform.local_cluster", "serve",
@@ -286,15 +290,25 @@ def down(state_dir: Path, *, timeout_s: float = 60.0) -> bool:
 
 
 def parse_nodes(text: str) -> tuple[NodeSpec, ...]:
-    """Parse `cpus:speed,cpus:speed,...`."""
+    """Parse `CPUS[:SPEED[:GPUS]],...`, e.g. `2:1,4:0.5:1` (a CPU node and a node with a GPU)."""
     nodes = []
     for part in text.split(","):
-        cpus, _, speed = part.partition(":")
+        fields = part.strip().split(":")
         try:
-            nodes.append(NodeSpec(cpus=int(cpus), speed=float(speed or 1.0)))
+            if not 1 <= len(fields) <= 3:
+                raise ValueError(f"{len(fields)} fields")
+            cpus, speed, gpus = (*fields, "", "")[:3]
+            nodes.append(NodeSpec(cpus=int(cpus), speed=float(speed or 1.0),
+                                  gpus=int(gpus or 0)))
         except ValueError as exc:
-            raise ValueError(f"bad node {part!r} (expected CPUS:SPEED, e.g. 2:0.5): {exc}") from exc
+            raise ValueError(f"bad node {part!r} (expected CPUS[:SPEED[:GPUS]], e.g. 2:0.5 or "
+                             f"4:1:1): {exc}") from exc
     return tuple(nodes)
+
+
+def format_nodes(nodes: tuple[NodeSpec, ...]) -> str:
+    """The `parse_nodes` text for `nodes` (GPUs only where a node has some)."""
+    return ",".join(f"{n.cpus}:{n.speed:g}" + (f":{n.gpus}" if n.gpus else "") for n in nodes)
 
 
 def _serve(argv: list[str]) -> int:
