@@ -20,6 +20,18 @@ def test_beyond_the_predicted_interval_is_a_straggler() -> None:
     assert straggler_signal(running(2.9), 2.0, slow_factor=1.5, self_factor=2.0) is None
 
 
+def test_a_model_wrong_from_the_first_steps_gives_no_evidence_against_the_nodes() -> None:
+    # Predicted at most 0.02 s (limit 0.03); the job stepped in 0.12 s from its start.
+    assert straggler_signal(running(0.12, baseline=0.12), 0.02, slow_factor=1.5,
+                            self_factor=3.0) is None
+    # On time at first (0.025 s), then over the limit: the model's interval still counts.
+    s = straggler_signal(running(0.05, baseline=0.025), 0.02, slow_factor=1.5, self_factor=3.0)
+    assert s is not None and s.source == "prediction"
+    # Wrong from the start, then slowed down past its own baseline's tolerance.
+    s = straggler_signal(running(0.4, baseline=0.12), 0.02, slow_factor=1.5, self_factor=3.0)
+    assert s is not None and s.source == "baseline"
+
+
 def test_slower_than_its_own_baseline_is_a_straggler_whatever_the_model_says() -> None:
     s = straggler_signal(running(0.5, baseline=0.1), 50.0, slow_factor=1.5, self_factor=2.0)
     assert s is not None and s.source == "baseline" and s.limit_s == pytest.approx(0.2)

@@ -2,10 +2,12 @@
 
 The cost model's interval says how slow is too slow for a job it predicts well. A model trained
 on little or unlike history can be far off, though (ten times too pessimistic is common right
-after a cold start), and then no slowdown ever exceeds its interval. So a job is also judged
-against its own yardstick: the median step time it measured on the same nodes just after it
-started. A node that slows down mid-run (a noisy neighbour) shows as the job's recent steps
-running `self_factor` times slower than that baseline, whatever the model thinks.
+after a cold start), and then no slowdown ever exceeds its interval; too optimistic, and every
+step does, so a job whose first steps already exceeded the interval gets no evidence from it.
+So a job is also judged against its own yardstick: the median step time it measured on the same
+nodes just after it started. A node that slows down mid-run (a noisy neighbour) shows as the
+job's recent steps running `self_factor` times slower than that baseline, whatever the model
+thinks.
 
 The same yardstick calibrates predictions for migration targets: the model's relative view of
 the nodes (target over own nodes) is kept, its absolute scale is replaced by what the job
@@ -42,9 +44,14 @@ def straggler_signal(
     measured = job.recent_step_time_s
     if not measured or measured <= 0:
         return None
-    if predicted_hi_s > 0 and measured > predicted_hi_s * slow_factor:
-        return StragglerSignal(measured, predicted_hi_s * slow_factor, "prediction")
     baseline = job.baseline_step_time_s
+    limit = predicted_hi_s * slow_factor
+    # A job already over the limit in its first steps shows the model wrong about it, not its
+    # nodes slow (a cold model on a contended 2-core host drained a node for it): only its own
+    # baseline, and other jobs' evidence (`node_speeds`), can then say its nodes slowed down.
+    model_held = not baseline or baseline <= limit
+    if predicted_hi_s > 0 and measured > limit and model_held:
+        return StragglerSignal(measured, limit, "prediction")
     if baseline and baseline > 0 and measured > baseline * self_factor:
         return StragglerSignal(measured, baseline * self_factor, "baseline")
     return None
