@@ -108,12 +108,12 @@ def test_prepare_predicts_only_up_to_the_horizon() -> None:
     model.calls.clear()
     policy.placement.prepare(order, view, horizon=1)
     assert model.calls == [1]  # one job, its one candidate
-    policy.placement.place(order[3], view)  # the walk got further: one call through order[3]
-    assert model.calls == [1, 3]
-    policy.placement.place(order[4], view)  # then `prefetch_jobs` more (as many as are left)
-    assert model.calls == [1, 3, 2]
-    policy.placement.place(order[5], view)  # predicted already
-    assert model.calls == [1, 3, 2]
+    policy.placement.place(order[3], view)  # the walk got further: one call, through
+    assert model.calls == [1, 4]  # order[3] and twice `prefetch_jobs` jobs more than covered
+    policy.placement.place(order[4], view)  # predicted already
+    assert model.calls == [1, 4]
+    policy.placement.place(order[5], view)  # the last one
+    assert model.calls == [1, 4, 1]
 
 
 def test_a_promoted_model_drops_the_pending_prefetch() -> None:

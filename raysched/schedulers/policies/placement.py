@@ -190,8 +190,9 @@ class _Prefetch:
     view's node index, the next position in the order, how many jobs that fit were covered,
     and the ids of the jobs already looked at."""
 
-    def __init__(self, order: Sequence[JobView], idx: _NodeIndex) -> None:
+    def __init__(self, order: Sequence[JobView], idx: _NodeIndex, chunk: int) -> None:
         self.order = order
+        self.chunk = chunk  # jobs that fit to cover in the next call (doubled after each)
         self.idx = idx
         self.pos = 0
         self.covered = 0
@@ -361,14 +362,14 @@ class LearnedPlacement:
         `place` then answers from this cache while launches change the free CPUs. Predicted
         now: the first `prefetch_jobs` of them, and none past the first `horizon` jobs of
         `order` (where the caller expects the queue walk to stop). The others are predicted
-        on this same view, `prefetch_jobs` at a time, when `evaluate` first asks about one of
-        them (`_Prefetch`), so the round's predictions are those of predicting them all now,
+        on this same view, in growing batches, when `evaluate` first asks about one of them
+        (`_Prefetch`), so the round's predictions are those of predicting them all now,
         wherever the walk stops.
         """
         view = self._adjusted(view)
         self._new_round(view.time, prepared=True)
         idx = self._nodes(view)
-        self._pending = _Prefetch(order, idx)
+        self._pending = _Prefetch(order, idx, self.prefetch_jobs)
         self._prefetch(len(order) if horizon is None else horizon)
         if self._pending is not None and idx.ends is None:
             self._ends_as_full_prepare()
@@ -376,12 +377,13 @@ class LearnedPlacement:
     def _prefetch(self, upto: int, job_id: str | None = None) -> None:
         """Plan and predict more of the prepared round's jobs, in one call, as predicting them
         all in `prepare` would (on the prepared view, with no node reserved yet): until
-        `job_id` has been looked at and `prefetch_jobs` more jobs that fit are covered, or
-        position `upto` of the order is reached."""
+        `job_id` has been looked at and `prefetch_jobs` more jobs that fit are covered (twice
+        as many each call), or position `upto` of the order is reached."""
         pf = self._pending
         assert pf is not None
         idx, order = pf.idx, pf.order
-        target = pf.covered + self.prefetch_jobs
+        target = pf.covered + pf.chunk
+        pf.chunk *= 2  # a walk that goes deep (filling an empty cluster) takes few calls
         todo: list[tuple[Hashable, JobView, _Cand]] = []
         while pf.pos < len(order) and pf.covered < self.max_evaluations:
             if (job_id is None or job_id in pf.seen) and (pf.pos >= upto
