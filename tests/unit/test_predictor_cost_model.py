@@ -74,6 +74,28 @@ def test_predict_many_matches_predict(fitted: CostModel) -> None:
         assert batch[k].peak_rss_mb == pytest.approx(single.peak_rss_mb)
 
 
+def test_one_node_in_two_states_in_one_batch_gets_each_state(fitted: CostModel) -> None:
+    """Placement asks about a busy node as it is and as it will be once free, in one batch:
+    each candidate's node features must be its own (they were the first one's)."""
+    import dataclasses
+
+    from raysched.schedulers.predictor.features import node_block
+
+    busy = dataclasses.replace(NODES[0], load=0.95, memory_free_mb=500.0, cpus_free=0.0)
+    idle = dataclasses.replace(NODES[0], load=0.0, memory_free_mb=8000.0)
+    other = dataclasses.replace(NODES[1], load=0.5)
+    candidates = [(busy,), (idle,), (busy, other), (idle, other), (busy,)]
+    X, *_ = fitted._matrix([(_job(0), c) for c in candidates], _cluster())
+    for row, nodes in zip(X, candidates, strict=True):
+        assert row[_node_columns()] == pytest.approx(node_block(nodes), nan_ok=True)
+
+
+def _node_columns() -> list[int]:
+    from raysched.schedulers.predictor.features import NODE_FEATURES, feature_index
+
+    return [feature_index(name) for name in NODE_FEATURES[:6]]
+
+
 def test_running_job_on_its_own_nodes_has_no_startup_and_counts_steps_left(
     fitted: CostModel,
 ) -> None:

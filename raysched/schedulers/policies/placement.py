@@ -197,7 +197,6 @@ class _Prefetch:
         self.pos = 0
         self.covered = 0
         self.seen: set[str] = set()
-        self.first: dict[NodeIds, Sequence[NodeView]] = {}  # see `LearnedPlacement._fill`
         # Durations known at `prepare`, when its view's end times were left to be built later.
         self.dur: dict[tuple[str, int], float] | None = None
 
@@ -401,7 +400,7 @@ class LearnedPlacement:
                 todo += [(k, job, c) for _, _, c, k in self._busy(job, idx, plan, frozenset())]
         if pf.pos >= len(order) or pf.covered >= self.max_evaluations:
             self._pending = None
-        self._fill(todo, idx.view, pf.first)
+        self._fill(todo, idx.view)
 
     def _ends_as_full_prepare(self) -> None:
         """Build the prepared view's end times now if a full `prepare` would have (one of the
@@ -429,21 +428,11 @@ class LearnedPlacement:
     def _key(self, job: JobView, cand: _Cand) -> Hashable:
         return (job.job_id, job.steps_left, self._place_key(cand[0], cand[1]))
 
-    def _fill(self, todo: Sequence[tuple[Hashable, JobView, _Cand]], view: ClusterView,
-              first: dict[NodeIds, Sequence[NodeView]] | None = None) -> None:
-        """Predict the candidates of `todo` not in the round's cache yet, in one call.
-
-        `first` (a prepared round's, kept across its prefetch calls): per node-id tuple, the
-        nodes of the first candidate predicted with it. The cost model builds a batch's node
-        features once per node-id tuple, from the first such pair in the batch (a busy node
-        asked about as idle and a free one as it is share the tuple); a prefetch split over
-        several calls passes those nodes again so that each row is the one-call prepare's.
-        """
+    def _fill(self, todo: Sequence[tuple[Hashable, JobView, _Cand]], view: ClusterView) -> None:
+        """Predict the candidates of `todo` not in the round's cache yet, in one call."""
         missing: dict[Hashable, tuple[JobView, Sequence[NodeView]]] = {}
-        for k, job, (ids, nodes) in todo:
+        for k, job, (_, nodes) in todo:
             if k not in self._round and k not in missing:
-                if first is not None:
-                    nodes = first.setdefault(ids, nodes)
                 missing[k] = (job, nodes)
         if not missing:
             return

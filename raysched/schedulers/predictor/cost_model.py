@@ -298,7 +298,10 @@ class CostModel:
         self._check_fitted()
         job_index: dict[str, int] = {}
         jobs: list[JobView] = []
-        node_index: dict[tuple[str, ...], int] = {}
+        # A row per distinct tuple of node objects, not node ids: one id can stand for two
+        # states in one batch (a busy node asked about as idle, and as it is now). `pairs`
+        # holds every node, so no id is reused while this runs.
+        node_index: dict[tuple[int, ...], int] = {}
         node_rows: list[list[float]] = []
         ji = np.empty(len(pairs), dtype=np.intp)
         ni = np.empty(len(pairs), dtype=np.intp)
@@ -307,7 +310,7 @@ class CostModel:
             if j is None:
                 j = job_index[job.job_id] = len(jobs)
                 jobs.append(job)
-            key = tuple(n.node_id for n in nodes)
+            key = tuple(map(id, nodes))
             n = node_index.get(key)
             if n is None:
                 n = node_index[key] = len(node_rows)
