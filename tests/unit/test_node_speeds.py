@@ -196,9 +196,10 @@ def test_a_lone_straggler_still_moves_on_its_own_baseline() -> None:
 
 
 def test_drains_stop_at_half_the_cluster_cpus() -> None:
-    # Every node but a shows a job 3x over its own early steps: stragglers everywhere.
+    # Every node but a shows a job 3.5x over its own early steps: stragglers everywhere; a's
+    # three on-time jobs show it is no host-wide slowdown (that would drain nothing).
     jobs = tuple(dataclasses.replace(running(f"s{n}", (n,), 3.5), baseline_step_time_s=1.0)
-                 for n in ("b", "c", "d"))
+                 for n in ("b", "c", "d")) + tuple(running(f"a{i}", ("a",), 1.0) for i in range(3))
     v = view(jobs, b=7.0, c=7.0, d=7.0)
     r = StragglerRebalance(Unsure(lambda j: 1.0, {}), migration_cost_s=1e9)
     d = r.rebalance(v)

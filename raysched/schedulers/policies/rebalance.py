@@ -32,6 +32,7 @@ from raysched.schedulers.policies.prediction import (
 from raysched.schedulers.policies.straggler_signals import (
     StragglerSignal,
     calibration,
+    peer_slowdowns,
     straggler_signal,
 )
 from raysched.schedulers.types import ClusterView, JobView, NodeView
@@ -41,16 +42,20 @@ class StragglerRebalance:
     """Find jobs running slower than predicted, flag their nodes, migrate when it pays.
 
     A running job with at least `min_steps` steps whose measured step time exceeds ``step_time_hi *
-    slow_factor`` (its predicted interval's upper end on its own nodes), or ``self_factor`` times
-    its own baseline (its early steps on the same nodes; see `straggler_signals`), is a straggler,
-    and its nodes are suspects; a suspect node also running an on-time job is cleared (the slowness
-    is then the straggler's own). Suspects are flagged degraded. A straggler is migrated to the
-    free, healthy candidate with the lowest predicted step time when ``steps_left * (observed_step -
-    predicted_step_there) > migration cost`` (predictions rescaled to the job's measured baseline;
-    the cost measured on the cluster when the view carries it, else the larger of
-    `migration_cost_s` and the cost model's predicted start-up on the target, since a
-    relaunch pays the job's start-up again); the migration's `predicted_gain_s` is that saving
-    minus the cost. A job is not migrated again within `cooldown_s`.
+    slow_factor`` (its predicted interval's upper end on its own nodes), or whose slowdown ratio
+    ``recent / baseline`` (its early steps on the same nodes) exceeds ``self_factor`` times the
+    median ratio of the measured jobs on nodes it does not share (floored at 1; the raw ratio when
+    there are none; see `straggler_signals`), is a straggler, and its nodes are suspects. So a
+    slowdown every job shares (a contended host or network) is no node's fault, while a node
+    whose jobs alone slowed is; a lone job is judged on its own ratio. A suspect node also
+    running an on-time job is cleared (the slowness is then the straggler's own). Suspects are
+    flagged degraded. A straggler is migrated to the free, healthy candidate with the lowest
+    predicted step time when ``steps_left * (observed_step - predicted_step_there) > migration
+    cost`` (predictions rescaled to the job's measured baseline; the cost measured on the cluster
+    when the view carries it, else the larger of `migration_cost_s` and the cost model's
+    predicted start-up on the target, since a relaunch pays the job's start-up again); the
+    migration's `predicted_gain_s` is that saving minus the cost. A job is not migrated again
+    within `cooldown_s`.
 
     Node-level evidence, with `node_speeds` (see `node_speeds.py`): each round the running jobs'
     measured step times update the source's per-node slowdowns. A node slowed `drain_factor`
@@ -153,9 +158,11 @@ class StragglerRebalance:
                     slowed[n.node_id] = factor
         slow: list[tuple[JobView, StragglerSignal]] = []
         cleared: set[str] = set()
+        peers = peer_slowdowns(measured)
         for j in measured:
             signal = straggler_signal(j, expected[j.job_id][1], slow_factor=self.slow_factor,
-                                      self_factor=self.self_factor)
+                                      self_factor=self.self_factor,
+                                      peer_slowdown=peers[j.job_id])
             if signal is not None:
                 slow.append((j, signal))
             else:

@@ -7,7 +7,12 @@ step does, so a job whose first steps already exceeded the interval gets no evid
 So a job is also judged against its own yardstick: the median step time it measured on the same
 nodes just after it started. A node that slows down mid-run (a noisy neighbour) shows as the
 job's recent steps running `self_factor` times slower than that baseline, whatever the model
-thinks.
+thinks. Only slower than the other jobs slowed at the same time, though: when a shared resource
+(the host's cores, the network, storage) slows every job at once, a job whose baseline was
+measured while it was quiet crosses `self_factor` on a node that is fine (the live benchmark on
+a 2-core host drained two nodes so). Its slowdown ratio (recent over baseline) is therefore
+divided by the median ratio of the measured jobs on nodes it does not share (at least 1), and a
+lone job, with no such jobs to compare with, keeps its raw ratio.
 
 The same yardstick calibrates predictions for migration targets: the model's relative view of
 the nodes (target over own nodes) is kept, its absolute scale is replaced by what the job
@@ -17,6 +22,8 @@ measured, so the predicted saving of a move is in the job's own units.
 from __future__ import annotations
 
 import dataclasses
+import statistics
+from collections.abc import Sequence
 
 from raysched.schedulers.types import JobView
 
@@ -28,8 +35,17 @@ class StragglerSignal:
     measured_s: float
     limit_s: float
     source: str  # "prediction" (beyond the model's interval) or "baseline" (its own early steps)
+    baseline_s: float | None = None  # its own early steps (source "baseline")
+    peers: float | None = None  # the slowdown of jobs on other nodes it was compared with
 
     def describe(self) -> str:
+        if self.source == "baseline" and self.baseline_s:
+            own = (f"steps in {self.measured_s:.3g} s, {self.measured_s / self.baseline_s:.2g}x "
+                   f"its own early steps on these nodes ({self.baseline_s:.3g} s)")
+            if self.peers is None:
+                return f"{own}, with no other job measured to compare; over {self.limit_s:.3g} s"
+            return (f"{own} while jobs on other nodes slowed {self.peers:.2g}x; "
+                    f"over {self.limit_s:.3g} s (tolerance times the larger of that and 1)")
         if self.source == "baseline":
             return (f"steps in {self.measured_s:.3g} s, over {self.limit_s:.3g} s "
                     "(its own early steps on these nodes, with tolerance)")
@@ -37,10 +53,39 @@ class StragglerSignal:
                 "(the predicted interval's upper end, with tolerance)")
 
 
+def slowdown(job: JobView) -> float | None:
+    """Recent step time over the job's own baseline, or None when either is unmeasured."""
+    recent, baseline = job.recent_step_time_s, job.baseline_step_time_s
+    if not recent or recent <= 0 or not baseline or baseline <= 0:
+        return None
+    return recent / baseline
+
+
+def peer_slowdowns(jobs: Sequence[JobView]) -> dict[str, float | None]:
+    """Per job id, the median slowdown of the other jobs on nodes it does not share.
+
+    What the rest of the cluster saw over about the same time: a slowdown they share is the
+    host's or a shared resource's, not the job's nodes'. None where no such job has a slowdown.
+    """
+    ratios = [(j, r) for j in jobs if (r := slowdown(j)) is not None]
+    out: dict[str, float | None] = {}
+    for j in jobs:
+        own = set(j.node_ids)
+        others = [r for p, r in ratios if p.job_id != j.job_id and own.isdisjoint(p.node_ids)]
+        out[j.job_id] = statistics.median(others) if others else None
+    return out
+
+
 def straggler_signal(
-    job: JobView, predicted_hi_s: float, *, slow_factor: float, self_factor: float
+    job: JobView, predicted_hi_s: float, *, slow_factor: float, self_factor: float,
+    peer_slowdown: float | None = None,
 ) -> StragglerSignal | None:
-    """The evidence that `job` runs too slowly on its nodes, or None when it is on time."""
+    """The evidence that `job` runs too slowly on its nodes, or None when it is on time.
+
+    `peer_slowdown` (see `peer_slowdowns`) scales the own-baseline tolerance: the job must have
+    slowed `self_factor` times more than the jobs on other nodes (floored at 1); None keeps the
+    raw ratio (a lone job).
+    """
     measured = job.recent_step_time_s
     if not measured or measured <= 0:
         return None
@@ -52,8 +97,10 @@ def straggler_signal(
     model_held = not baseline or baseline <= limit
     if predicted_hi_s > 0 and measured > limit and model_held:
         return StragglerSignal(measured, limit, "prediction")
-    if baseline and baseline > 0 and measured > baseline * self_factor:
-        return StragglerSignal(measured, baseline * self_factor, "baseline")
+    if baseline and baseline > 0:
+        own_limit = baseline * self_factor * max(peer_slowdown or 1.0, 1.0)
+        if measured > own_limit:
+            return StragglerSignal(measured, own_limit, "baseline", baseline, peer_slowdown)
     return None
 
 
