@@ -1,7 +1,7 @@
 """Training throughput benchmark: one process, torchrun DDP, Ray Train, pipeline, parameter server.
 
 Run: .venv/bin/python benchmarks/training.py [--steps N] [--repeats R] [--transformer]
-     .venv/bin/python benchmarks/training.py --pipeline-only [--sweep 256:4,512:4,512:8,1024:8]
+     .venv/bin/python benchmarks/training.py --pipeline-only [--sweep 256:4,512:8,512:8:3:1f1b]
 
 Every setup trains the same model (MLP on digits) on the same global batches for `warmup`
 untimed steps and then `steps` timed ones, `repeats` times; samples/s are reported as the
@@ -11,8 +11,12 @@ train step. The pipeline's bubble is measured per stage as 1 - compute time (for
 loss) / time inside schedule.step after the first step, next to GPipe's (S-1)/(M+S-1); the
 same ratio over the whole step loop (optimizer, all-reduces, telemetry) is reported as
 `loop_idle`. The bubble sweep runs the transformer with larger batches (per micro-batch compute
-large next to the per-message cost) for each `batch:M` pair, `repeats` times, and reports
-medians. Figures are wall-clock on whatever host runs this (on a shared 2-core machine they are
+large next to the per-message cost) for each `batch:M[:S[:schedule]]` point (S stages, default
+2; GPipe or 1F1B, default GPipe), `repeats` times, and reports medians. Next to the formula, whose
+stages are equal, each point has the bubble its measured per-stage compute allows: with stage
+times t_i per micro-batch, a step takes about (M+S-1) max t_i, so stage i idles
+1 - M t_i / ((M+S-1) max t) (the transformer's 3 and 4 stages are unequal: embedding, blocks,
+head). Figures are wall-clock on whatever host runs this (on a shared 2-core machine they are
 noisy: rerun before trusting a ratio). Prints a table and writes benchmarks/results/training.json;
 with --pipeline-only it runs the pipeline part only and adds its figures to that file under
 `pipeline_only_run`, leaving the other keys as they were.
@@ -43,6 +47,7 @@ from raysched.jobs import parameter_server, pipeline_parallel  # noqa: E402
 from raysched.jobs.base import JobContext, StepRecord  # noqa: E402
 from raysched.jobs.data import global_batch  # noqa: E402
 from raysched.jobs.models import build_model  # noqa: E402
+from raysched.jobs.pipeline_timing import bubble_given_stage_compute  # noqa: E402
 from raysched.jobs.training_loop import make_optimizer, train_step  # noqa: E402
 from raysched.schedulers.spec import JobSpec  # noqa: E402
 
@@ -155,13 +160,13 @@ def _job_rate(module: Any, spec: JobSpec, rank: int, warmup: int) -> tuple[float
     return (len(times) - 1) * spec.batch_size / (times[-1] - times[0]), outcome
 
 
-def job_spec(kind: str, cfg: dict[str, Any], **options: Any) -> JobSpec:
+def job_spec(kind: str, cfg: dict[str, Any], workers: int = 2, **options: Any) -> JobSpec:
     return JobSpec(
         name="bench",
         kind=kind,
         model=cfg["model"],
         dataset=cfg["dataset"],
-        num_workers=2,
+        num_workers=workers,
         cpus_per_worker=1,
         steps=cfg["warmup"] + cfg["steps"],
         batch_size=cfg["batch_size"],
@@ -171,10 +176,12 @@ def job_spec(kind: str, cfg: dict[str, Any], **options: Any) -> JobSpec:
     )
 
 
-def pipeline_run(cfg: dict[str, Any], micro_batches: int) -> dict[str, Any]:
-    """One 2-stage GPipe job: samples/s, bubble (inside schedule.step) and loop idle fraction."""
-    spec = job_spec("pipeline_parallel", cfg, micro_batches=micro_batches)
-    rate, out = _job_rate(pipeline_parallel, spec, rank=1, warmup=cfg["warmup"])
+def pipeline_run(cfg: dict[str, Any], micro_batches: int, stages: int = 2,
+                 schedule: str = "gpipe") -> dict[str, Any]:
+    """One pipeline job: samples/s, bubble (inside schedule.step) and loop idle fraction."""
+    spec = job_spec("pipeline_parallel", cfg, workers=stages, micro_batches=micro_batches,
+                    schedule=schedule)
+    rate, out = _job_rate(pipeline_parallel, spec, rank=stages - 1, warmup=cfg["warmup"])
     return {
         "samples_per_s": rate,
         "bubble": out.extra["bubble"],
@@ -185,14 +192,20 @@ def pipeline_run(cfg: dict[str, Any], micro_batches: int) -> dict[str, Any]:
     }
 
 
-def bubble_summary(runs: list[dict[str, Any]], micro_batches: int) -> dict[str, Any]:
+def bubble_summary(runs: list[dict[str, Any]], micro_batches: int, stages: int = 2,
+                   schedule: str = "gpipe") -> dict[str, Any]:
     """Medians over repeats of the bubble and loop idle fraction, next to GPipe's ideal."""
     return {
         "micro_batches": micro_batches,
+        "stages": stages,
+        "schedule": schedule,
         "measured_median": statistics.median(r["bubble"] for r in runs),
         "loop_idle_median": statistics.median(r["loop_idle"] for r in runs),
         "samples_per_s_median": statistics.median(r["samples_per_s"] for r in runs),
-        "ideal_gpipe": pipeline_parallel.ideal_bubble(2, micro_batches),
+        "ideal_gpipe": pipeline_parallel.ideal_bubble(stages, micro_batches),
+        "ideal_given_stage_compute": statistics.median(
+            bubble_given_stage_compute(r["stage_busy_s"], micro_batches)
+            for r in runs),
         "runs": [r["bubble"] for r in runs],
         "loop_idle_runs": [r["loop_idle"] for r in runs],
         "stage_busy_s": [r["stage_busy_s"] for r in runs],
@@ -204,24 +217,34 @@ def transformer_cfg(cfg: dict[str, Any], batch_size: int) -> dict[str, Any]:
     return {**cfg, "model": "transformer", "dataset": "synthetic_text", "batch_size": batch_size}
 
 
+SweepPoint = tuple[int, int, int, str]  # batch size, micro-batches, stages, schedule
+
+
 def bubble_sweep(
-    cfg: dict[str, Any], pairs: list[tuple[int, int]], repeats: int
+    cfg: dict[str, Any], points: list[SweepPoint], repeats: int
 ) -> list[dict[str, Any]]:
-    """The transformer's bubble for each (batch size, M), medians over `repeats` runs."""
+    """The transformer's bubble at each sweep point, medians over `repeats` runs."""
     out = []
-    for batch, micro in pairs:
-        runs = [pipeline_run(transformer_cfg(cfg, batch), micro) for _ in range(repeats)]
-        out.append({"model": "transformer", "batch_size": batch, **bubble_summary(runs, micro)})
+    for batch, micro, stages, schedule in points:
+        runs = [pipeline_run(transformer_cfg(cfg, batch), micro, stages, schedule)
+                for _ in range(repeats)]
+        out.append({"model": "transformer", "batch_size": batch,
+                    **bubble_summary(runs, micro, stages, schedule)})
     return out
 
 
-def parse_pairs(text: str) -> list[tuple[int, int]]:
-    """'256:4,512:8' -> [(256, 4), (512, 8)]: (batch size, micro-batches) per sweep point."""
-    pairs = []
+def parse_pairs(text: str) -> list[SweepPoint]:
+    """'256:4,512:8:3:1f1b' -> [(256, 4, 2, 'gpipe'), (512, 8, 3, '1f1b')]."""
+    points = []
     for item in text.split(","):
-        batch, micro = item.split(":")
-        pairs.append((int(batch), int(micro)))
-    return pairs
+        fields = item.split(":")
+        if not 2 <= len(fields) <= 4:
+            raise SystemExit(f"bad sweep point {item!r}: expected BATCH:M[:STAGES[:SCHEDULE]]")
+        batch, micro = int(fields[0]), int(fields[1])
+        stages = int(fields[2]) if len(fields) > 2 else 2
+        schedule = fields[3].lower() if len(fields) > 3 else "gpipe"
+        points.append((batch, micro, stages, schedule))
+    return points
 
 
 def load_average() -> list[float]:
@@ -251,6 +274,8 @@ def main() -> None:
         help="transformer bubble sweep as batch:M pairs ('' skips it)",
     )
     parser.add_argument("--sweep-steps", type=int, default=20, help="timed steps per sweep run")
+    parser.add_argument("--ray-cpus", type=int, default=4,
+                        help="CPUs of the local Ray instance (one per stage at least)")
     args = parser.parse_args()
     cfg = {
         "model": "mlp",
@@ -281,7 +306,7 @@ def main() -> None:
         for _ in range(args.repeats):
             rates["single_process"].append(single_process(cfg))
             rates["torchrun_ddp_2"].append(torchrun_ddp(cfg))
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(ddp_loop)
     try:
         for _ in range(args.repeats):
@@ -332,6 +357,7 @@ def main() -> None:
                 "sweep_warmup": sweep_cfg["warmup"],
                 "sweep_steps": sweep_cfg["steps"],
                 "host_cpus": os.cpu_count(),
+                "ray_cpus": args.ray_cpus,
                 "threads_per_process": 1,
                 "load_average_before": load_before,
                 "load_average_after": load_after,
@@ -381,9 +407,11 @@ def main() -> None:
     for point in sweep:
         print(
             f"pipeline bubble (transformer, batch {point['batch_size']}, "
-            f"M={point['micro_batches']}): {point['measured_median']:.2f} median "
+            f"M={point['micro_batches']}, S={point['stages']}, {point['schedule']}): "
+            f"{point['measured_median']:.2f} median "
             f"(runs {', '.join(f'{b:.2f}' for b in point['runs'])}; loop idle "
-            f"{point['loop_idle_median']:.2f}), {point['ideal_gpipe']:.2f} ideal"
+            f"{point['loop_idle_median']:.2f}), {point['ideal_gpipe']:.2f} ideal, "
+            f"{point['ideal_given_stage_compute']:.2f} given its stages' compute"
         )
     print(f"load average before {load_before}, after {load_after}")
     print(f"wrote {RESULTS}")

@@ -151,6 +151,9 @@ class StageRunner:
             if fail_at is not None and step == fail_at:
                 raise RuntimeError(f"injected failure at step {step}")
             x, y = global_batch(spec.dataset, step, spec.batch_size, spec.seed)
+            # Token batches are slices of one (batch, length + 1) tensor; torch 2.11's stage
+            # checks input strides against its shape inference and refused them.
+            x, y = x.contiguous(), y.contiguous()
             t0 = time.perf_counter()
             self.optimizer.zero_grad(set_to_none=True)
             mb_losses: list[torch.Tensor] = []

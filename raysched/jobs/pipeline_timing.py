@@ -9,7 +9,7 @@ optimizer step, the loss all-reduce, stop votes, telemetry or checkpoints betwee
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -58,3 +58,16 @@ class StageClock:
     def bubble(self) -> float:
         """1 - busy / schedule time (nan before any schedule time was counted)."""
         return 1.0 - self.busy_s / self.schedule_s if self.schedule_s > 0 else float("nan")
+
+
+def bubble_given_stage_compute(stage_busy_s: Sequence[float], micro_batches: int) -> float:
+    """The mean idle fraction that unequal stages leave even with free communication.
+
+    A GPipe or 1F1B step takes about (M+S-1) micro-batch slots of the slowest stage, of which
+    stage i computes during M of its own: it idles 1 - busy_i / ((M+S-1)/M * max busy). Equals
+    `ideal_bubble` for equal stages."""
+    stages, slowest = len(stage_busy_s), max(stage_busy_s, default=0.0)
+    if slowest <= 0:
+        return float("nan")
+    span = (micro_batches + stages - 1) / micro_batches * slowest
+    return sum(1.0 - b / span for b in stage_busy_s) / stages

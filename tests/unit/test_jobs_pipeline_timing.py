@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -101,3 +102,16 @@ def test_stage_runner_times_loss_as_busy_and_leaves_the_optimizer_out(
     # The slow optimizer runs outside schedule.step: in the loop's wall time only.
     assert out["wall_s"] - out["schedule_s"] >= timed_steps * pause
     assert out["busy_s"] <= out["schedule_s"] <= out["wall_s"]
+
+
+def test_bubble_given_stage_compute_is_the_formula_for_equal_stages_and_more_when_unequal() -> None:
+    from raysched.jobs.pipeline_parallel import ideal_bubble
+    from raysched.jobs.pipeline_timing import bubble_given_stage_compute
+
+    for stages, micro in ((2, 4), (2, 8), (4, 8)):
+        equal = bubble_given_stage_compute([1.0] * stages, micro)
+        assert equal == pytest.approx(ideal_bubble(stages, micro))
+    # Stage 0 computes a quarter of stage 1: it idles most of the step, the slow stage does not.
+    assert bubble_given_stage_compute([0.25, 1.0], 4) == pytest.approx(
+        ((1 - 0.25 / 1.25) + (1 - 1 / 1.25)) / 2)
+    assert math.isnan(bubble_given_stage_compute([0.0, 0.0], 4))
