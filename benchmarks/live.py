@@ -1,6 +1,7 @@
 """Live benchmark: the same seeded workload under each policy on a local emulated 4-node cluster.
 
     .venv/bin/python benchmarks/live.py [--jobs 20] [--warmup-jobs 24] [--policies ...]
+        [--workload mixed|heavy_tailed]
 
 One local cluster (4 worker nodes with different CPU counts and emulated speeds) serves every
 run. First a warm-up workload runs under the least-loaded policy; the cost model is trained on
@@ -9,6 +10,8 @@ with a fresh telemetry store runs the evaluation workload: staggered seeded arri
 every kind, and one node slowed 4x part-way through (an emulated noisy neighbour). It prints avg
 and p95 JCT, makespan, queue time and migrations, and writes benchmarks/results/live.json and a
 plot. All speeds are emulated (speed labels and injected slowdowns), not hardware figures.
+`--workload heavy_tailed` draws warm-up and evaluation jobs from templates where a few jobs are
+30-80x longer in steps than most (`HEAVY_TAILED_TEMPLATES`); the default mix differs by 5x in steps.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from raysched.platform.workload import (
-    ALL_KINDS_TEMPLATES,
+    WORKLOADS,
     run_workload,
     summarise,
     template_key,
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-factor", type=float, default=4.0)
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mixed",
+                        help="job templates of warm-up and evaluation (default mixed)")
     parser.add_argument("--output", type=Path, default=RESULTS / "live.json")
     args = parser.parse_args(argv)
 
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"policies": {}, "setup": {
         "nodes": [dataclasses.asdict(n) for n in config.nodes], "jobs": args.jobs,
         "warmup_jobs": args.warmup_jobs, "mean_gap_s": args.mean_gap, "seed": args.seed,
+        "workload": args.workload,
         "slow_at_s": args.slow_at, "slow_factor": args.slow_factor,
         "note": "emulated heterogeneity on one machine (speed labels, injected slowdown)",
         "load_avg_1m_start": os.getloadavg()[0]}}
@@ -81,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         warm_store = state / "warmup.db"
         print(f"warm-up: {args.warmup_jobs} jobs under least_loaded", flush=True)
         client = controller("least_loaded", warm_store)
+        templates = WORKLOADS[args.workload]
         run_workload(client, workload(args.warmup_jobs, args.seed + 1000, args.mean_gap,
-                                      ALL_KINDS_TEMPLATES))
+                                      templates))
         registry = ModelRegistry(TelemetryStore(warm_store))
         trained = registry.train()
         model = registry.load_version(trained.version)
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             client = controller(policy, store)
             began = time.monotonic()
             slow = interference.slow_once(storage, victim, args.slow_factor, args.slow_at)
-            jobs = workload(args.jobs, args.seed, args.mean_gap, ALL_KINDS_TEMPLATES)
+            jobs = workload(args.jobs, args.seed, args.mean_gap, templates)
             ids = run_workload(client, jobs, slow=slow)
             summary = summarise(store, ids)
             summary["wall_s"] = time.monotonic() - began
