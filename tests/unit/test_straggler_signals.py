@@ -86,6 +86,25 @@ def test_peer_slowdowns_are_the_median_over_jobs_on_nodes_not_shared() -> None:
     assert peer_slowdowns(jobs[:1]) == {"slow": None}  # a lone job
 
 
+def test_peer_slowdowns_equal_the_pairwise_median_on_random_clusters() -> None:
+    import random
+    import statistics
+
+    rng = random.Random(5)
+    for _ in range(200):
+        nodes = [f"n{i}" for i in range(rng.randint(1, 8))]
+        jobs = [running(rng.choice([0.1, 0.2, 0.35, 0.4]),
+                        rng.choice([None, 0.1, 0.1, 0.2]), jid=f"j{k}",
+                        nodes=tuple(rng.sample(nodes, rng.randint(1, min(3, len(nodes))))))
+                for k in range(rng.randint(1, 12))]
+        for j in jobs:
+            others = [slowdown(p) for p in jobs if p.job_id != j.job_id
+                      and set(p.node_ids).isdisjoint(j.node_ids) and slowdown(p) is not None]
+            want = statistics.median(others) if others else None
+            got = peer_slowdowns(jobs)[j.job_id]
+            assert got == (None if want is None else pytest.approx(want))
+
+
 def test_no_measurement_no_signal() -> None:
     assert straggler_signal(running(None, 0.1), 1.0, slow_factor=1.5, self_factor=2.0) is None
 

@@ -22,7 +22,6 @@ measured, so the predicted saving of a move is in the job's own units.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from collections.abc import Sequence
 
 from raysched.schedulers.types import JobView
@@ -66,14 +65,40 @@ def peer_slowdowns(jobs: Sequence[JobView]) -> dict[str, float | None]:
 
     What the rest of the cluster saw over about the same time: a slowdown they share is the
     host's or a shared resource's, not the job's nodes'. None where no such job has a slowdown.
+    One sort, then per job a walk over only the jobs it shares nodes with (not all pairs: a
+    round with a thousand running jobs would pay a million comparisons).
     """
-    ratios = [(j, r) for j in jobs if (r := slowdown(j)) is not None]
+    ranked = sorted((r, j.job_id) for j in jobs if (r := slowdown(j)) is not None)
+    ratios = [r for r, _ in ranked]
+    position = {jid: i for i, (_, jid) in enumerate(ranked)}
+    on_node: dict[str, list[str]] = {}
+    for j in jobs:
+        for n in dict.fromkeys(j.node_ids):
+            on_node.setdefault(n, []).append(j.job_id)
+    by_nodes: dict[frozenset[str], float | None] = {}  # the answer depends on the nodes only
     out: dict[str, float | None] = {}
     for j in jobs:
-        own = set(j.node_ids)
-        others = [r for p, r in ratios if p.job_id != j.job_id and own.isdisjoint(p.node_ids)]
-        out[j.job_id] = statistics.median(others) if others else None
+        key = frozenset(j.node_ids)
+        if key not in by_nodes:
+            sharing = {k for n in key for k in on_node[n]}  # j itself among them
+            skip = sorted(position[k] for k in sharing if k in position)
+            left = len(ratios) - len(skip)
+            by_nodes[key] = None if left <= 0 else (
+                _kth_skipping(ratios, skip, (left - 1) // 2)
+                + _kth_skipping(ratios, skip, left // 2)) / 2
+        out[j.job_id] = by_nodes[key]
     return out
+
+
+def _kth_skipping(values: Sequence[float], skip: Sequence[int], k: int) -> float:
+    """The k-th (0-based) of the sorted `values` once the positions `skip` (sorted) are out."""
+    index = k
+    for p in skip:
+        if p <= index:
+            index += 1
+        else:
+            break
+    return values[index]
 
 
 def straggler_signal(
