@@ -11,7 +11,7 @@ every kind, and one node slowed 4x part-way through (an emulated noisy neighbour
 and p95 JCT, makespan, queue time and migrations, and writes benchmarks/results/live.json and a
 plot. All speeds are emulated (speed labels and injected slowdowns), not hardware figures.
 `--workload heavy_tailed` draws warm-up and evaluation jobs from templates where a few jobs are
-30-80x longer in steps than most (`HEAVY_TAILED_TEMPLATES`); the default mix differs by 5x in steps.
+8-50x longer in steps than most (`HEAVY_TAILED_TEMPLATES`); the default mix differs by 5x in steps.
 """
 
 from __future__ import annotations

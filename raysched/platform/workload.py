@@ -30,7 +30,7 @@ ALL_KINDS_TEMPLATES: tuple[dict[str, Any], ...] = (
 
 
 # Heavy-tailed sizes, as production traces have (most jobs short, a few long): 8 short templates
-# (start-up dominates them) and 2 long ones (thousands of steps), so one long job in front of
+# (start-up dominates them) and 2 long ones (800-3000 steps), so one long job in front of
 # the queue delays many short ones under FIFO, and where a long job runs matters.
 HEAVY_TAILED_TEMPLATES: tuple[dict[str, Any], ...] = (
     {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 60, "batch_size": 64},
@@ -44,8 +44,8 @@ HEAVY_TAILED_TEMPLATES: tuple[dict[str, Any], ...] = (
      "batch_size": 512, "options": {"stages": 2, "micro_batches": 4}},
     {"kind": "sweep", "model": "mlp", "num_workers": 2, "steps": 100, "batch_size": 256,
      "options": {"num_trials": 2}},
-    {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 5000, "batch_size": 64},
-    {"kind": "data_parallel", "model": "cnn", "num_workers": 2, "steps": 3000,
+    {"kind": "data_parallel", "model": "cnn", "num_workers": 1, "steps": 3000, "batch_size": 64},
+    {"kind": "data_parallel", "model": "cnn", "num_workers": 2, "steps": 800,
      "batch_size": 128},
 )
 
