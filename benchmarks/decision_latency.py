@@ -113,10 +113,13 @@ class Sim:
             preds = model.predict_many(
                 [(j, tuple(self.nodes[n] for n in j.node_ids)) for j in running], view)
             for j, step in zip(running, preds.step_time_s, strict=True):
+                # Its early steps are its baseline, as the controller measures one.
+                baseline = j.baseline_step_time_s or float(step)
                 step = float(step) * (3.0 if j.job_id in self.slow else 1.0)
                 done = min(j.spec.steps - 1, j.steps_done + max(int(1.0 / step), 1))
                 self.jobs[j.job_id] = dataclasses.replace(
-                    j, state=JobState.RUNNING, steps_done=done, recent_step_time_s=step)
+                    j, state=JobState.RUNNING, steps_done=done, recent_step_time_s=step,
+                    baseline_step_time_s=baseline)
         finished = self.rng.sample(running, min(len(running), np.random.poisson(2.0)))
         for j in finished:
             self._use(j.node_ids, j.spec.cpus_per_worker, -1)
@@ -132,7 +135,8 @@ class Sim:
             self._use(m.to_node_ids, j.spec.cpus_per_worker, +1)
             self.slow.discard(j.job_id)
             self.jobs[j.job_id] = dataclasses.replace(
-                j, state=JobState.PLACED, node_ids=m.to_node_ids, recent_step_time_s=None)
+                j, state=JobState.PLACED, node_ids=m.to_node_ids, recent_step_time_s=None,
+                baseline_step_time_s=None)
         return len(decision.migrations)
 
 
