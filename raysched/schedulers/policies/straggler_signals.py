@@ -38,16 +38,13 @@ class StragglerSignal:
     peers: float | None = None  # the slowdown of jobs on other nodes it was compared with
 
     def describe(self) -> str:
-        if self.source == "baseline" and self.baseline_s:
+        if self.source == "baseline" and self.baseline_s:  # `straggler_signal` always sets it
             own = (f"steps in {self.measured_s:.3g} s, {self.measured_s / self.baseline_s:.2g}x "
                    f"its own early steps on these nodes ({self.baseline_s:.3g} s)")
             if self.peers is None:
                 return f"{own}, with no other job measured to compare; over {self.limit_s:.3g} s"
             return (f"{own} while jobs on other nodes slowed {self.peers:.2g}x; "
                     f"over {self.limit_s:.3g} s (tolerance times the larger of that and 1)")
-        if self.source == "baseline":
-            return (f"steps in {self.measured_s:.3g} s, over {self.limit_s:.3g} s "
-                    "(its own early steps on these nodes, with tolerance)")
         return (f"steps in {self.measured_s:.3g} s, over {self.limit_s:.3g} s "
                 "(the predicted interval's upper end, with tolerance)")
 
