@@ -1,7 +1,7 @@
 """Live benchmark: the same seeded workload under each policy on a local emulated 4-node cluster.
 
     .venv/bin/python benchmarks/live.py [--jobs 20] [--warmup-jobs 24] [--policies ...]
-        [--workload mixed|heavy_tailed]
+        [--workload mixed|heavy_tailed] [--warmup-store PATH]
 
 One local cluster (4 worker nodes with different CPU counts and emulated speeds) serves every
 run. First a warm-up workload runs under the least-loaded policy; the cost model is trained on
@@ -12,6 +12,10 @@ and p95 JCT, makespan, queue time and migrations, and writes benchmarks/results/
 plot. All speeds are emulated (speed labels and injected slowdowns), not hardware figures.
 `--workload heavy_tailed` draws warm-up and evaluation jobs from templates where a few jobs are
 8-50x longer in steps than most (`HEAVY_TAILED_TEMPLATES`); the default mix differs by 5x in steps.
+`--warmup-store PATH` reuses the `warmup.db` an earlier run left in its state folder instead of
+running the warm-up again (19 minutes for the heavy-tailed mix): it must hold exactly the jobs
+this run's warm-up would submit (same workload, seed and `--warmup-jobs`), all ended; it is
+copied (with SQLite's backup, so a write-ahead log is included).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -29,6 +34,7 @@ from typing import Any
 
 from raysched.platform.workload import (
     WORKLOADS,
+    check_warmup_store,
     run_workload,
     summarise,
     template_key,
@@ -54,7 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mixed",
                         help="job templates of warm-up and evaluation (default mixed)")
     parser.add_argument("--output", type=Path, default=RESULTS / "live.json")
+    parser.add_argument("--warmup-store", type=Path, default=None,
+                        help="an earlier run's warmup.db with this run's warm-up jobs: reused "
+                             "(copied) instead of running the warm-up")
     args = parser.parse_args(argv)
+    templates = WORKLOADS[args.workload]
+    warmup_jobs = workload(args.warmup_jobs, args.seed + 1000, args.mean_gap, templates)
+    if args.warmup_store is not None:
+        try:
+            reused = check_warmup_store(args.warmup_store, warmup_jobs)
+        except ValueError as e:
+            parser.error(str(e))
 
     import ray
 
@@ -71,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": [dataclasses.asdict(n) for n in config.nodes], "jobs": args.jobs,
         "warmup_jobs": args.warmup_jobs, "mean_gap_s": args.mean_gap, "seed": args.seed,
         "workload": args.workload,
+        "warmup_reused_from": str(args.warmup_store) if args.warmup_store else None,
         "slow_at_s": args.slow_at, "slow_factor": args.slow_factor,
         "note": "emulated heterogeneity on one machine (speed labels, injected slowdown)",
         "load_avg_1m_start": os.getloadavg()[0]}}
@@ -85,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                                       policy=policy)
 
         warm_store = state / "warmup.db"
-        print(f"warm-up: {args.warmup_jobs} jobs under least_loaded", flush=True)
-        client = controller("least_loaded", warm_store)
-        templates = WORKLOADS[args.workload]
-        run_workload(client, workload(args.warmup_jobs, args.seed + 1000, args.mean_gap,
-                                      templates))
+        if args.warmup_store is not None:
+            copy_store(args.warmup_store, warm_store)
+            print(f"warm-up reused from {args.warmup_store}: {reused} jobs succeeded",
+                  flush=True)
+        else:
+            print(f"warm-up: {args.warmup_jobs} jobs under least_loaded", flush=True)
+            run_workload(controller("least_loaded", warm_store), warmup_jobs)
         registry = ModelRegistry(TelemetryStore(warm_store))
         trained = registry.train()
         model = registry.load_version(trained.version)
@@ -138,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     plot(results["policies"], args.output.with_suffix(".png"))
     print(f"wrote {args.output}")
     return 0
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy a telemetry store with SQLite's online backup (its write-ahead log included)."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
 
 
 def print_table(policies: dict[str, dict[str, float]]) -> None:

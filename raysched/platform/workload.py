@@ -132,3 +132,37 @@ def true_step_profile(store_path: Path) -> dict[str, float]:
 
 def template_key(spec: Any) -> str:
     return f"{spec.kind}/{spec.model}/{spec.num_workers}/{spec.batch_size}"
+
+
+def check_warmup_store(store_path: Path, jobs: list[tuple[float, dict[str, Any]]]) -> int:
+    """Check that an earlier run's warm-up store ran exactly `jobs`; return how many succeeded.
+
+    Reusing a warm-up (its telemetry trains the cost model and gives the oracle its step
+    times) is only fair when it is the warm-up this run would have run: the same job specs
+    (name, kind, model, size), and every one of them ended. Raises ValueError naming the
+    first difference.
+    """
+    from raysched.platform.telemetry import TelemetryStore
+
+    if not Path(store_path).is_file():
+        raise ValueError(f"warm-up store {store_path} does not exist")
+    rows = TelemetryStore(store_path).list_jobs()
+    stored = {r["spec"].name: r for r in rows}
+    for _, spec in jobs:
+        row = stored.pop(spec["name"], None)
+        if row is None:
+            raise ValueError(f"warm-up store {store_path} has no job named {spec['name']!r}: "
+                             "it was made by another workload, seed or --warmup-jobs")
+        have = row["spec"]
+        for field in ("kind", "model", "num_workers", "steps", "batch_size"):
+            if getattr(have, field) != spec[field]:
+                raise ValueError(f"warm-up store {store_path}: job {spec['name']!r} has "
+                                 f"{field}={getattr(have, field)!r}, this workload "
+                                 f"{spec[field]!r}")
+        if row["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            raise ValueError(f"warm-up store {store_path}: job {spec['name']!r} is "
+                             f"{row['state']}, not ended (an interrupted warm-up)")
+    if stored:
+        raise ValueError(f"warm-up store {store_path} has {len(stored)} jobs beyond this "
+                         f"warm-up (first: {next(iter(stored))!r})")
+    return sum(r["state"] == "SUCCEEDED" for r in rows)
