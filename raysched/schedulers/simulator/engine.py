@@ -282,7 +282,9 @@ class Simulator:
             self.events.append(SimEvent(time=now, kind=kind, job_id=job.trace.job_id, nodes=nodes))
 
     def _arrive(self, job: SimJob, now: float) -> None:
-        self.policy.on_submit(job, now)
+        changed = self.policy.on_submit(job, now)
+        if changed:  # e.g. a new burst member changed how its waiting siblings rank
+            self.rekey_jobs.extend(changed)
         job.state = QUEUED
         self.n_queued += 1
         self._enqueue(self.parts[job.part], job, now)

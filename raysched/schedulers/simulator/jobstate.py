@@ -75,14 +75,15 @@ class SimPolicy(Protocol):
     `on_queued_change` and re-files the job; `on_finish` returns True when the keys
     of queued jobs changed (e.g. a retrained model) so the engine re-sorts the queues, or the
     indices of the jobs whose keys changed (e.g. siblings of the finished job) to re-file only
-    those.
+    those; `on_submit` may likewise return the indices of other jobs whose keys the
+    submission changed (e.g. waiting siblings of a burst that just grew), or None.
     """
 
     name: str
     preemptive: bool
     oracle: bool
 
-    def on_submit(self, job: SimJob, now: float) -> None: ...
+    def on_submit(self, job: SimJob, now: float) -> list[int] | None: ...
 
     def key(self, job: SimJob, now: float) -> Any: ...
 

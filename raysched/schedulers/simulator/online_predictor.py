@@ -249,6 +249,7 @@ class OnlineDurationModel:
         self.burst_of: dict[int, int] = {}  # active job -> burst id
         self.burst_members: dict[int, set[int]] = {}  # burst -> active members
         self.burst_scout: dict[int, int] = {}  # burst -> its first member (scouts for the rest)
+        self.burst_size: dict[int, int] = {}  # burst -> members submitted so far
         self.burst_logs: dict[int, list[float]] = {}  # burst -> finished members' log durations
         self.informed: set[int] = set()  # active jobs predicted from finished burst siblings
         self.job_version: dict[int, int] = {}  # active job -> bumps when its prediction changes
@@ -347,19 +348,37 @@ class OnlineDurationModel:
             self.burst_last[g] = (job.submit_s, b)
             self.burst_of[idx] = b
             self.burst_members.setdefault(b, set()).add(idx)
+            self.burst_size[b] = self.burst_size.get(b, 0) + 1
             logs = self.burst_logs.get(b)
             if logs:  # a sibling already finished: start from the burst's mean
                 self.mu[idx] = mu = self._burst_mean(logs, mu)
                 self.informed.add(idx)
         return mu
 
-    def deferred(self, idx: int) -> bool:
+    def deferred(self, idx: int, min_burst: int = 0) -> bool:
         """True for an active job whose burst has no finished member yet and whose first
-        member (the burst's scout) is another job: the scout's run will tell its duration."""
+        member (the burst's scout) is another job: the scout's run will tell its duration.
+        With `min_burst` k, only once the burst has at least k members submitted so far."""
         if idx in self.informed:
             return False
         b = self.burst_of.get(idx)
-        return b is not None and self.burst_scout.get(b, idx) != idx
+        return (
+            b is not None
+            and self.burst_scout.get(b, idx) != idx
+            and self.burst_size.get(b, 0) >= min_burst
+        )
+
+    def burst_reached(self, idx: int, k: int) -> list[int]:
+        """When job `idx`'s submission made its burst reach exactly `k` members: the burst's
+        other active members that `deferred(., k)` now holds for (their keys changed; their
+        versions are bumped). Else an empty list."""
+        b = self.burst_of.get(idx)
+        if b is None or self.burst_size.get(b, 0) != k:
+            return []
+        out = [m for m in self.burst_members.get(b, ()) if m != idx and self.deferred(m, k)]
+        for m in out:
+            self.job_version[m] = self.job_version.get(m, 0) + 1
+        return sorted(out)
 
     def _new_burst(self) -> int:
         self.n_bursts += 1

@@ -96,9 +96,22 @@ class PerVcModel:
             self.changed_ = sorted({*self.changed_, *self.shared.changed_})
         return changed
 
-    def deferred(self, idx: int) -> bool:
+    def shared_decides(self, idx: int) -> bool:
+        """True while active job `idx` is decided by the shared model (its VC's own model has
+        fewer than `own_after` finished jobs)."""
+        return self.owner(idx) is self.shared
+
+    def deferred(self, idx: int, min_burst: int = 0) -> bool:
         """See `OnlineDurationModel.deferred`."""
-        return self.owner(idx).deferred(idx)
+        return self.owner(idx).deferred(idx, min_burst)
+
+    def burst_reached(self, idx: int, k: int) -> list[int]:
+        """See `OnlineDurationModel.burst_reached` (asked of both models a job may be decided
+        by, so that whichever decides sees the changed keys)."""
+        out = set(self.own[idx].burst_reached(idx, k))
+        if self.shared is not None:
+            out.update(self.shared.burst_reached(idx, k))
+        return sorted(out)
 
     def rank(self, idx: int, age: float) -> float:
         """See `OnlineDurationModel.rank`."""

@@ -172,6 +172,13 @@ class LearnedPolicy(_Base):
     tuning weeks but costs 2.8% on 2017-09-24..30 on the contended cluster, so it is not the
     default (BENCHMARKS.md, "Simulator on Philly").
 
+    Where scouts apply can be narrowed (each off by default; a job not deferred is ranked by
+    the Gittins rank as without scouts): `scouts_own_only` defers only jobs decided by their
+    VC's own model (with `per_vc_after`: small VCs, decided by the shared model, never defer);
+    `scouts_min_burst` k defers only members of a burst with at least k members submitted so
+    far (when the k-th arrives, its earlier waiting siblings are deferred too and re-filed);
+    `scouts_max_units` u defers only jobs asking for at most u units (GPUs).
+
     With `per_vc` (off by default) each VC gets its own untrained copy of `model`
     (per_vc_model.py): a VC then decides in the full cluster exactly as it does replayed alone.
     With `per_vc_after` n > 0, `model` stays as a shared model that learns from every VC, and a
@@ -203,11 +210,18 @@ class LearnedPolicy(_Base):
         preempt_z: float = 1.0,
         min_run_s: float = 0.0,
         scouts: bool = False,
+        scouts_own_only: bool = False,
+        scouts_min_burst: int = 0,
+        scouts_max_units: float | None = None,
         per_vc: bool = False,
         per_vc_after: int = 0,
     ) -> None:
         if rank not in RANKS:
             raise ValueError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
+        if scouts_own_only and not (per_vc and per_vc_after > 0):
+            raise ValueError("scouts_own_only needs per_vc=True and per_vc_after > 0")
+        if scouts_min_burst < 0:
+            raise ValueError(f"scouts_min_burst must be >= 0, got {scouts_min_burst}")
         self.model: OnlineDurationModel | PerVcModel = model or OnlineDurationModel()
         if per_vc:  # one untrained copy of `model` per VC (`model` itself stays the shared one)
             params, shared = self.model.get_params(), self.model
@@ -226,6 +240,9 @@ class LearnedPolicy(_Base):
         self.preempt_z = preempt_z
         self.min_run_s = min_run_s
         self.scouts = scouts
+        self.scouts_own_only = scouts_own_only
+        self.scouts_min_burst = scouts_min_burst
+        self.scouts_max_units = scouts_max_units
         self.refit_times: list[float] = []  # simulated times at which the model changed
 
     def _bucket(self, age: float) -> int:
@@ -236,9 +253,23 @@ class LearnedPolicy(_Base):
     def _age_of(self, bucket: int) -> float:
         return 0.0 if bucket == 0 else self.first_age_s * math.exp((bucket - 1) * self.log_growth)
 
-    def on_submit(self, job: SimJob, now: float) -> None:
+    def on_submit(self, job: SimJob, now: float) -> list[int] | None:
         self.model.submit(job.idx, job.trace)
         job.pcache = None
+        if self.scouts and self.scouts_min_burst > 1:  # siblings deferred from now on
+            return self.model.burst_reached(job.idx, self.scouts_min_burst) or None
+        return None
+
+    def _deferred(self, job: SimJob) -> bool:
+        """Whether scouts rank this job by its expected remaining time (see the class doc)."""
+        if self.scouts_max_units is not None and job.demand > self.scouts_max_units:
+            return False
+        model = self.model
+        if self.scouts_own_only and isinstance(model, PerVcModel) and model.shared_decides(
+            job.idx
+        ):
+            return False
+        return model.deferred(job.idx, self.scouts_min_burst)
 
     def key(self, job: SimJob, now: float) -> float | tuple[int, int, float]:
         cache = job.pcache
@@ -253,7 +284,7 @@ class LearnedPolicy(_Base):
         done = job.executed(now)
         bucket = self._bucket(done)
         age = self._age_of(bucket)
-        if self.scouts and self.model.deferred(job.idx):
+        if self.scouts and self._deferred(job):
             r = self.model.expected_remaining(job.idx, age)  # no probing: the scout probes
         elif self.rank == "gittins":
             r = self.model.rank(job.idx, age)
