@@ -33,6 +33,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
+from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
 
 _RUNNING = (JobState.RUNNING, JobState.PLACED)
@@ -55,6 +56,15 @@ class _Obs(NamedTuple):
     nodes: frozenset[str]
     group: tuple[object, ...]
     norm_step_s: float  # measured step time x the slowest label speed of its nodes
+
+
+class _Shape(NamedTuple):
+    """What `_Obs` keeps of a job besides its time: built from these node ids and spec."""
+
+    node_ids: tuple[str, ...]
+    spec: JobSpec
+    nodes: frozenset[str]
+    group: tuple[object, ...]
 
 
 def job_group(job: JobView) -> tuple[object, ...]:
@@ -81,28 +91,44 @@ class MeasuredNodeSpeeds:
         self._estimated_at = -math.inf
         self.version = 0  # bumped by every estimate: adjusted views are redone after one
         self._obs: dict[str, _Obs] = {}  # job_id -> its latest normalised step time
+        self._shapes: dict[str, _Shape] = {}  # job_id -> its nodes and group (same keys)
         self._estimates: dict[str, tuple[float, float, int]] = {}  # node -> (time, factor, jobs)
 
     def update(self, view: ClusterView) -> None:
-        """Record the running jobs' step times; every `every_s`, re-estimate their nodes."""
+        """Record the running jobs' step times; every `every_s`, re-estimate their nodes.
+
+        A job's node set and group are kept from the last round while its node ids and spec
+        are the same objects or equal (`_shapes`), so a round rebuilds them only for jobs that
+        started, moved or changed spec; the label speeds are read every round.
+        """
         now = view.time
         labels = {n.node_id: n.speed for n in view.nodes}
+        obs, shapes, min_steps = self._obs, self._shapes, self.min_steps
         for j in view.jobs:
             measured = j.recent_step_time_s
-            if (j.state not in _RUNNING or not measured or measured <= 0 or not j.node_ids
-                    or j.steps_done < self.min_steps
-                    or any(n not in labels for n in j.node_ids)):
+            if not measured or measured <= 0 or j.state not in _RUNNING:
                 continue
-            slowest = min(labels[n] for n in j.node_ids)
+            ids = j.node_ids
+            if not ids or j.steps_done < min_steps:
+                continue
+            try:
+                slowest = min([labels[n] for n in ids])
+            except KeyError:  # on a node the view does not hold
+                continue
             if slowest > 0:
-                self._obs[j.job_id] = _Obs(now, frozenset(j.node_ids), job_group(j),
-                                           measured * slowest)
+                jid = j.job_id
+                shape = shapes.get(jid)
+                if shape is None or shape.spec is not j.spec or (
+                        shape.node_ids is not ids and shape.node_ids != ids):
+                    shape = shapes[jid] = _Shape(ids, j.spec, frozenset(ids), job_group(j))
+                obs[jid] = _Obs(now, shape.nodes, shape.group, measured * slowest)
         if now - self._estimated_at < self.every_s:
             return
         self._estimated_at = now
         self.version += 1
-        for k in [k for k, o in self._obs.items() if now - o.time > self.window_s]:
-            del self._obs[k]
+        for k in [k for k, o in obs.items() if now - o.time > self.window_s]:
+            del obs[k]
+            shapes.pop(k, None)
         fresh = self._estimate()
         for nid, (factor, count) in fresh.items():
             self._estimates[nid] = (now, factor, count)

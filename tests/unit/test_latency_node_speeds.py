@@ -1,0 +1,80 @@
+"""`MeasuredNodeSpeeds` keeps each job's node set and group between rounds: never stale."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from raysched.schedulers.policies.node_speeds import MeasuredNodeSpeeds
+from raysched.schedulers.spec import JobSpec
+from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
+
+NODES = ("a", "b", "c", "d", "e")
+
+
+def _views(seed: int, rounds: int = 40) -> list[ClusterView]:
+    """Rounds of a small cluster whose jobs move, change spec and step at varying speeds."""
+    rng = random.Random(seed)
+    specs = [JobSpec(name=f"s{i}", model=m, steps=500, num_workers=w, batch_size=b)
+             for i, (m, w, b) in enumerate([("mlp", 1, 32), ("mlp", 2, 32), ("cnn", 1, 64),
+                                            ("cnn", 1, 32)])]
+    jobs: dict[str, JobView] = {}
+    for i in range(12):
+        spec = rng.choice(specs)
+        jobs[f"j{i}"] = JobView(
+            job_id=f"j{i}", spec=spec, state=JobState.RUNNING, submit_time=0.0, start_time=0.0,
+            node_ids=tuple(rng.choice(NODES) for _ in range(spec.num_workers)), steps_done=10,
+            recent_step_time_s=1.0)
+    out = []
+    for t in range(rounds):
+        speeds = {n: rng.choice([0.5, 1.0]) for n in NODES}
+        for jid, j in list(jobs.items()):
+            r = rng.random()
+            if r < 0.15:  # moved: new node ids (sometimes an equal tuple, another object)
+                ids = tuple(rng.choice(NODES) for _ in range(j.spec.num_workers))
+                j = dataclasses.replace(j, node_ids=ids)
+            elif r < 0.25:  # another spec under the same id (its group may change)
+                spec = rng.choice([s for s in specs if s.num_workers == j.spec.num_workers])
+                j = dataclasses.replace(j, spec=spec)
+            elif r < 0.3:
+                j = dataclasses.replace(j, node_ids=tuple(list(j.node_ids)))
+            slow = 4.0 if "c" in j.node_ids else 1.0
+            jobs[jid] = dataclasses.replace(
+                j, steps_done=j.steps_done + 1,
+                recent_step_time_s=slow * rng.uniform(0.9, 1.1) / speeds[j.node_ids[0]])
+        nodes = tuple(NodeView(node_id=n, cpus_total=8.0, cpus_free=4.0, speed=speeds[n])
+                      for n in NODES)
+        out.append(ClusterView(time=float(t), nodes=nodes, jobs=tuple(jobs.values())))
+    return out
+
+
+def test_kept_node_sets_and_groups_equal_rebuilding_them_every_round() -> None:
+    for seed in range(5):
+        kept = MeasuredNodeSpeeds(every_s=3.0, window_s=10.0)
+        rebuilt = MeasuredNodeSpeeds(every_s=3.0, window_s=10.0)
+        for v in _views(seed):
+            kept.update(v)
+            rebuilt._shapes.clear()  # nothing kept: every job's shape built from its view
+            rebuilt.update(v)
+            assert kept._obs == rebuilt._obs
+            assert kept._estimates == rebuilt._estimates
+            assert set(kept._shapes) == set(kept._obs)
+
+
+def test_a_moved_job_speaks_for_its_new_node() -> None:
+    spec = JobSpec(name="x", model="mlp", steps=500)
+    nodes = tuple(NodeView(node_id=n, cpus_total=8.0, cpus_free=4.0) for n in NODES)
+
+    def run(jid: str, node: str, step: float) -> JobView:
+        return JobView(job_id=jid, spec=spec, state=JobState.RUNNING, submit_time=0.0,
+                       node_ids=(node,), steps_done=10, recent_step_time_s=step)
+
+    speeds = MeasuredNodeSpeeds(every_s=0.0)
+    speeds.update(ClusterView(time=0.0, nodes=nodes, jobs=(
+        run("x", "a", 4.0), run("y", "b", 1.0), run("z", "d", 1.0))))
+    assert speeds.slowdown(nodes[0]) == 4.0
+    # x moved to c, same spec object and step time: the slowness goes with it.
+    speeds.update(ClusterView(time=1.0, nodes=nodes, jobs=(
+        run("x", "c", 4.0), run("y", "b", 1.0), run("z", "d", 1.0))))
+    assert speeds.slowdown(nodes[2]) == 4.0
+    assert speeds._obs["x"].nodes == frozenset({"c"})
