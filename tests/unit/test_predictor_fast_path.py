@@ -10,6 +10,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from raysched.schedulers.predictor import cost_model as cm
+from raysched.schedulers.predictor import fast_trees
 from raysched.schedulers.predictor.cost_model import JOB_COLUMNS, CostModel
 from raysched.schedulers.predictor.fast_trees import FlatForest
 from raysched.schedulers.predictor.features import (
@@ -183,3 +184,22 @@ def test_heuristic_model_has_no_flat_forest() -> None:
     p = cold.predict_many(_pairs(_jobs(3), nodes), ClusterView(time=T, nodes=nodes))
     assert p.source == "heuristic" and np.all(p.step_time_s > 0)
     assert cold._cached_log_step(np.zeros((1, len(FEATURES)))) is None
+
+
+def test_keys_are_the_searchsorted_codes_in_small_and_large_batches(fitted: CostModel) -> None:
+    forest = FlatForest.of(fitted.step_model_)
+    X = fitted.matrix(_pairs(_jobs(40), _nodes(12)), ClusterView(time=T, nodes=_nodes(12)))  # noqa: N806
+    rng = np.random.default_rng(5)
+    for k, c in enumerate(forest.key_columns):  # values on, around and past the thresholds
+        t = forest.key_thresholds[k]
+        picks = rng.integers(0, len(t), len(X))
+        X[:, c] = np.where(rng.random(len(X)) < 0.5, t[picks], X[:, c])
+    X[rng.random(X.shape) < 0.05] = np.nan
+    X[0, forest.key_columns[0]], X[1, forest.key_columns[0]] = np.inf, -np.inf
+    want = np.empty((len(X), len(forest.key_columns)), dtype=np.intp)
+    for k, (c, t) in enumerate(zip(forest.key_columns, forest.key_thresholds, strict=True)):
+        want[:, k] = np.where(np.isnan(X[:, c]), -1, np.searchsorted(t, X[:, c]))
+    assert len(X) > fast_trees._BROADCAST_MAX_ROWS  # the large path; each row alone: small
+    large = forest.keys(X)
+    small = [forest.keys(X[i:i + 1])[0] for i in range(len(X))]
+    assert large == small == [r.tobytes() for r in want]

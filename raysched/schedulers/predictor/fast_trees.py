@@ -23,6 +23,8 @@ from collections.abc import Hashable
 
 import numpy as np
 
+_BROADCAST_MAX_ROWS = 16  # `keys`: above this, one searchsorted per column is faster
+
 
 class FlatForest:
     """The trees of a fitted `LogTargetRegressor`, as arrays; `predict_log` like its own."""
@@ -59,6 +61,10 @@ class FlatForest:
         self.key_columns = np.unique(feature[split])
         self.key_thresholds = [np.unique(nodes["num_threshold"][split & (feature == c)])
                                for c in self.key_columns]
+        width = max((len(t) for t in self.key_thresholds), default=0)
+        self.padded_thresholds = np.full((len(self.key_columns), width), np.inf)
+        for k, thresholds in enumerate(self.key_thresholds):
+            self.padded_thresholds[k, :len(thresholds)] = thresholds
 
     @classmethod
     def of(cls, regressor: object) -> FlatForest | None:
@@ -89,10 +95,19 @@ class FlatForest:
         return np.cumsum(terms, axis=1)[:, -1]  # sequential, in tree order, as scikit-learn
 
     def keys(self, X: np.ndarray) -> list[Hashable]:  # noqa: N803
-        """Per row, the interval each split feature falls in (equal keys: equal predictions)."""
-        codes = np.empty((len(X), len(self.key_columns)), dtype=np.int32)
-        for k, (c, thresholds) in enumerate(zip(self.key_columns, self.key_thresholds,
-                                                strict=True)):
-            x = X[:, c]
-            codes[:, k] = np.where(np.isnan(x), -1, np.searchsorted(thresholds, x))
+        """Per row, the interval each split feature falls in (equal keys: equal predictions).
+
+        A feature's code is how many of its thresholds lie below the value (numpy's
+        ``searchsorted``, side left), -1 for NaN. Small batches compare the values against
+        every threshold at once (one padded matrix, +inf past a feature's last threshold,
+        which no value exceeds), larger ones search each column: equal codes either way.
+        """
+        values = X[:, self.key_columns]
+        if len(X) <= _BROADCAST_MAX_ROWS:
+            codes = np.count_nonzero(values[:, :, None] > self.padded_thresholds, axis=2)
+        else:
+            codes = np.empty(values.shape, dtype=np.intp)
+            for k, thresholds in enumerate(self.key_thresholds):
+                codes[:, k] = thresholds.searchsorted(values[:, k])
+        codes[np.isnan(values)] = -1
         return [r.tobytes() for r in codes]
