@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -69,8 +70,7 @@ class PredictedRemainingOrder:
     @cost_model.setter
     def cost_model(self, model: BatchCostModel) -> None:
         self._cost_model = model
-        # job_id -> (time predicted, steps_left then, remaining_s)
-        self._cache: dict[str, tuple[float, int, float]] = {}
+        self._cache: dict[str, _Remaining] = {}
         self._ref_key: tuple[float, float] | None = None
 
     def reference_node(self, cluster: ClusterView) -> NodeView:
@@ -90,7 +90,11 @@ class PredictedRemainingOrder:
                         strict=True))
 
     def _remaining(self, queued: Sequence[JobView], cluster: ClusterView) -> list[float]:
-        """`remaining_s` as a list in `queued` order."""
+        """`remaining_s` as a list in `queued` order.
+
+        One pass over the queue: a cache entry made from the very same (immutable) job object
+        is a hit without recomputing its `steps_left`.
+        """
         ref = self.reference_node(cluster)
         ref_key = (ref.speed, ref.cpus_total)
         cache = self._cache
@@ -98,28 +102,41 @@ class PredictedRemainingOrder:
             cache.clear()
             self._ref_key = ref_key
         now = cluster.time
-        hits = [cache.get(j.job_id) for j in queued]
-        if len(cache) > len(queued) or None in hits:  # forget jobs no longer queued
+        refresh_s = self.refresh_s
+        get = cache.get
+        out: list[float] = []
+        missing: list[tuple[int, JobView]] = []  # (position, job) without a usable entry
+        old: list[tuple[float, int, JobView]] = []  # (predicted at, position, job): expired
+        found = 0
+        for i, j in enumerate(queued):
+            hit = get(j.job_id)
+            if hit is None:
+                missing.append((i, j))
+                out.append(0.0)
+                continue
+            found += 1
+            if hit.job is not j and hit.steps_left != j.steps_left:
+                missing.append((i, j))
+            elif now - hit.time > refresh_s:
+                old.append((hit.time, i, j))
+            out.append(hit.remaining_s)
+        if found < len(cache):  # forget jobs no longer queued
             live = {j.job_id for j in queued}
             for stale in [k for k in cache if k not in live]:
                 del cache[stale]
-        missing: list[JobView] = []
-        old: list[tuple[float, JobView]] = []
-        for j, hit in zip(queued, hits, strict=True):
-            if hit is None or hit[1] != j.steps_left:
-                missing.append(j)
-            elif now - hit[0] > self.refresh_s:
-                old.append((hit[0], j))
-        old.sort(key=lambda t: t[0])
-        todo = missing + [j for _, j in old[: self.refresh_batch]]
+        old.sort(key=lambda t: t[0])  # stable: equal times keep queue order, as before
+        todo = missing + [(i, j) for _, i, j in old[: self.refresh_batch]]
         if not todo:
-            return [hit[2] for hit in hits]  # type: ignore[index]
+            return out
         preds = predict(
-            self.cost_model, [(j, (ref,) * j.spec.num_workers) for j in todo], cluster
+            self.cost_model, [(j, (ref,) * j.spec.num_workers) for _, j in todo], cluster
         )
-        for j, p in zip(todo, preds, strict=True):
-            cache[j.job_id] = (now, j.steps_left, p.duration)
-        return [cache[j.job_id][2] for j in queued]
+        for (_, j), p in zip(todo, preds, strict=True):
+            cache[j.job_id] = _Remaining(now, j.steps_left, p.duration, j)
+        # A job id queued twice takes its last prediction, as the dictionary did before.
+        for i, j in todo:
+            out[i] = cache[j.job_id].remaining_s
+        return out
 
     def _weight(self, priority: int) -> float:
         k = (self.priority_weight, priority)
@@ -143,8 +160,8 @@ class PredictedRemainingOrder:
         if self.aging_rate <= 0:
             return False
         hit = self._cache.get(job.job_id)
-        if hit is not None and hit[1] == job.steps_left:
-            remaining = hit[2]
+        if hit is not None and hit.steps_left == job.steps_left:
+            remaining = hit.remaining_s
         else:
             ref = self.reference_node(cluster)
             (pred,) = predict(self.cost_model, [(job, (ref,) * job.spec.num_workers)], cluster)
@@ -157,12 +174,29 @@ class PredictedRemainingOrder:
         remaining = np.array(self._remaining(queued, cluster), dtype=float)
         now = cluster.time
         submit = np.array([j.submit_time for j in queued], dtype=float)
-        weight = np.array([self._weight(j.spec.priority) for j in queued], dtype=float)
+        weights = self._weights
+        pw = self.priority_weight
+        weight = np.array([weights.get((pw, j.spec.priority)) or self._weight(j.spec.priority)
+                           for j in queued], dtype=float)
         # `key` for every job at once: the same float operations, in the same order.
         keys = remaining * weight - self.aging_rate * np.maximum(now - submit, 0.0)
         if not np.isfinite(keys).all():  # NaN does not sort; leave it to Python as before
             rem = dict(zip((j.job_id for j in queued), remaining.tolist(), strict=True))
             return sorted(queued, key=lambda j: (self.key(j, rem[j.job_id], now),
                                                  j.submit_time, j.job_id))
-        ids = np.array([j.job_id for j in queued])
-        return [queued[i] for i in np.lexsort((ids, submit, keys)).tolist()]
+        idx = np.lexsort((submit, keys))
+        k, t = keys[idx], submit[idx]
+        if ((k[1:] == k[:-1]) & (t[1:] == t[:-1])).any():  # a tie: the job id decides
+            ids = np.array([j.job_id for j in queued])
+            idx = np.lexsort((ids, submit, keys))
+        return [queued[i] for i in idx.tolist()]
+
+
+class _Remaining(NamedTuple):
+    """A queued job's cached prediction: when, its steps left then, the remaining time, and
+    the job object it was made for."""
+
+    time: float
+    steps_left: int
+    remaining_s: float
+    job: JobView
