@@ -107,3 +107,31 @@ def test_no_leakage_predictions_as_of_a_time_ignore_later_outcomes() -> None:
     p2 = CostModel(**params).fit(later, as_of=cut).predict(job, (node,), cluster)
     assert p1 == p2
     assert p1.source == "model"
+
+
+def _node_block_by_definition(nodes: tuple[NodeView, ...]) -> list[float]:
+    """`node_block` as first written: every node, then the distinct ones."""
+    distinct = list({n.node_id: n for n in nodes}.values())
+    speeds = [n.speed for n in nodes]
+    return [float(len(distinct)), min(speeds), sum(speeds) / len(speeds),
+            min(n.cpus_total for n in nodes), sum(n.load for n in distinct) / len(distinct),
+            min(n.memory_free_mb for n in distinct) if any(n.memory_free_mb for n in distinct)
+            else math.nan]
+
+
+def test_node_block_of_one_node_per_worker_is_the_definition_bit_for_bit() -> None:
+    import random
+
+    from raysched.schedulers.predictor.features import node_block
+
+    rng = random.Random(4)
+    values = [0.0, -0.0, 0.1, 1 / 3, 0.7, 1.0, 2.5, math.nan, math.inf]
+    pool = [NodeView(node_id=f"n{i % 5}", cpus_total=rng.choice([4.0, 8.0]), cpus_free=1.0,
+                     speed=rng.choice(values), load=rng.choice(values),
+                     memory_free_mb=rng.choice([*values, 4000.0])) for i in range(40)]
+    for _ in range(3000):
+        k = rng.randint(1, 5)
+        nodes = (rng.choice(pool),) * k if rng.random() < 0.6 else tuple(
+            rng.choice(pool) for _ in range(k))
+        got = np.array(node_block(nodes))
+        assert got.tobytes() == np.array(_node_block_by_definition(nodes)).tobytes()

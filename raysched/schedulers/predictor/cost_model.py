@@ -303,9 +303,9 @@ class CostModel:
         # holds every node, so no id is reused while this runs.
         node_index: dict[tuple[int, ...], int] = {}
         node_rows: list[list[float]] = []
-        ji = np.empty(len(pairs), dtype=np.intp)
-        ni = np.empty(len(pairs), dtype=np.intp)
-        for k, (job, nodes) in enumerate(pairs):
+        js: list[int] = []
+        ns: list[int] = []
+        for job, nodes in pairs:
             j = job_index.get(job.job_id)
             if j is None:
                 j = job_index[job.job_id] = len(jobs)
@@ -315,7 +315,10 @@ class CostModel:
             if n is None:
                 n = node_index[key] = len(node_rows)
                 node_rows.append(node_block(nodes))
-            ji[k], ni[k] = j, n
+            js.append(j)
+            ns.append(n)
+        ji = np.array(js, dtype=np.intp)
+        ni = np.array(ns, dtype=np.intp)
         job_rows = self._job_rows(jobs, cluster.time)
         X = job_rows[ji]  # noqa: N806
         X[:, _NODE_COLS] = np.asarray(node_rows, dtype=float)[ni]

@@ -535,6 +535,12 @@ def node_block(nodes: Sequence[NodeView]) -> list[float]:
     """The first six `NODE_FEATURES` for one candidate placement (one node per worker)."""
     if not nodes:
         return [math.nan] * 6
+    first = nodes[0]
+    if nodes.count(first) == len(nodes):  # one node object per worker: the same numbers
+        speeds = [first.speed] * len(nodes)
+        mem = first.memory_free_mb
+        return [1.0, first.speed, sum(speeds) / len(speeds), first.cpus_total,
+                sum([first.load]) / 1, mem if mem else math.nan]
     distinct = {n.node_id: n for n in nodes}.values()
     speeds = [n.speed for n in nodes]
     return [
