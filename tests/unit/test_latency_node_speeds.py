@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from raysched.schedulers.policies.node_speeds import MeasuredNodeSpeeds
+from raysched.schedulers.policies.node_speeds import (
+    MeasuredNodeSpeeds,
+    SpeedAdjustedViews,
+    with_node_speeds,
+)
 from raysched.schedulers.spec import JobSpec
 from raysched.schedulers.types import ClusterView, JobState, JobView, NodeView
 
@@ -78,3 +82,48 @@ def test_a_moved_job_speaks_for_its_new_node() -> None:
         run("x", "c", 4.0), run("y", "b", 1.0), run("z", "d", 1.0))))
     assert speeds.slowdown(nodes[2]) == 4.0
     assert speeds._obs["x"].nodes == frozenset({"c"})
+
+
+
+class _Factors:
+    """A node-speed source with settable slowdowns."""
+
+    def __init__(self, factors: dict[str, float]) -> None:
+        self.factors = factors
+        self.version = 0
+
+    def update(self, view: ClusterView) -> None:
+        """Nothing measured: the factors are set by the test."""
+
+    def slowdown(self, node: NodeView) -> float:
+        return self.factors.get(node.node_id, 1.0)
+
+    def jobs_seen(self, node: NodeView) -> int:
+        return 1
+
+    def evidence(self, node: NodeView) -> str:
+        return "set"
+
+
+def test_adjusted_views_keep_a_slowed_node_only_while_it_and_its_slowdown_are_unchanged(
+) -> None:
+    source = _Factors({"a": 2.0, "b": 4.0})
+    views = SpeedAdjustedViews(source)
+    nodes = tuple(NodeView(node_id=n, cpus_total=8.0, cpus_free=8.0) for n in NODES)
+    raw = [ClusterView(time=0.0, nodes=nodes)]
+    first = views(raw[0])
+    assert [n.speed for n in first.nodes] == [0.5, 0.25, 1.0, 1.0, 1.0]
+    # A launch on b: a new object for b (here also relabelled); a's adjusted copy is kept.
+    busy_b = dataclasses.replace(nodes[1], cpus_free=2.0, speed=0.5)
+    raw.append(ClusterView(time=0.0, nodes=(nodes[0], busy_b, *nodes[2:])))
+    second = views(raw[1])
+    assert second.nodes[0] is first.nodes[0]
+    assert second.nodes[1].cpus_free == 2.0 and second.nodes[1].speed == 0.125
+    assert second.nodes == with_node_speeds(raw[1], source).nodes
+    source.factors, source.version = {"a": 3.0}, 1  # a re-estimated, b recovered
+    raw.append(ClusterView(time=1.0, nodes=raw[1].nodes))
+    third = views(raw[2])
+    assert third.nodes[0].speed == 1.0 / 3.0 and third.nodes[1] is busy_b
+    assert third.nodes == with_node_speeds(raw[2], source).nodes
+    source.factors, source.version = {}, 2
+    assert views(raw[2]) is not third and views(ClusterView(time=2.0, nodes=nodes)).nodes == nodes

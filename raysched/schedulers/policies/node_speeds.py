@@ -233,20 +233,46 @@ def with_node_speeds(view: ClusterView, source: NodeSpeedSource) -> ClusterView:
 class SpeedAdjustedViews:
     """`with_node_speeds` memoised on the last view seen and the source's version, so that
     every part of a round sees one and the same adjusted view object (the placement's caches
-    are keyed on view identity); an adjusted view passed back in is returned as it is."""
+    are keyed on view identity); an adjusted view passed back in is returned as it is.
+
+    A slowed node that is the same object as in the last view, with the same slowdown, keeps
+    its adjusted copy (`_nodes`): a launch replaces only the nodes it lands on.
+    """
 
     def __init__(self, source: NodeSpeedSource) -> None:
         self.source = source
         self._last: tuple[ClusterView, int, ClusterView] | None = None
+        # node_id -> (the node as labelled, its slowdown, the adjusted node), last view's
+        self._nodes: dict[str, tuple[NodeView, float, NodeView]] = {}
 
     def __call__(self, view: ClusterView) -> ClusterView:
         version = getattr(self.source, "version", 0)
         last = self._last
         if last is not None and last[1] == version and (last[0] is view or last[2] is view):
             return last[2]
-        adjusted = with_node_speeds(view, self.source)
+        adjusted = self._adjust(view)
         self._last = (view, version, adjusted)
         return adjusted
+
+    def _adjust(self, view: ClusterView) -> ClusterView:
+        """`with_node_speeds(view, self.source)`, reusing the last view's adjusted nodes."""
+        slowdown = self.source.slowdown
+        memo = self._nodes
+        kept: dict[str, tuple[NodeView, float, NodeView]] = {}
+        nodes = []
+        for n in view.nodes:
+            factor = slowdown(n)
+            if factor > 1.0:
+                hit = memo.get(n.node_id)
+                if hit is not None and hit[0] is n and hit[1] == factor:
+                    adjusted = hit[2]
+                else:
+                    adjusted = dataclasses.replace(n, speed=n.speed / factor)
+                kept[n.node_id] = (n, factor, adjusted)
+                n = adjusted
+            nodes.append(n)
+        self._nodes = kept
+        return dataclasses.replace(view, nodes=tuple(nodes)) if kept else view
 
 
 AdjustView = Callable[[ClusterView], ClusterView]
