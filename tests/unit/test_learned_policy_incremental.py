@@ -100,6 +100,14 @@ def _random_round(seed: int, model: Stub) -> None:
             t += 1.0
         elif action < 0.85:  # the same jobs, a new view object
             pass
+        elif action < 0.875 and running:  # stopped and queued again, in its place
+            j = rng.choice(running)
+            jobs[j.job_id] = dataclasses.replace(j, state=JobState.QUEUED, node_ids=(),
+                                                 steps_done=0, recent_step_time_s=None)
+        elif action < 0.9:  # the same jobs in another order (not aligned with the last view)
+            order = list(jobs.items())
+            rng.shuffle(order)
+            jobs = dict(order)
         else:
             k = f"j{rng.randrange(10**6)}"
             jobs[k] = _job(k, rng, t)

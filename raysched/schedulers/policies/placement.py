@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Hashable, Sequence, Set
+from itertools import compress, count
+from operator import is_not
 from typing import NamedTuple
 
 from raysched.schedulers.decisions import (
@@ -166,6 +168,30 @@ class _EndsState(NamedTuple):
     ends: dict[str, list[tuple[float, float]]]
     pending: set[str]
     finite: bool
+    view_jobs: tuple[JobView, ...]  # the jobs of the view it was built for
+    unique: bool  # no job id twice in them
+
+
+def _changed_running(old: tuple[JobView, ...], new: tuple[JobView, ...],
+                     prev: dict[str, JobView]) -> tuple[dict[str, JobView], list[JobView]] | None:
+    """`_node_ends`'s running jobs by id and the changed ones among them (in view order) for
+    `new`, from `prev` (the running jobs of `old`, whose job ids are unique): `new` holds the
+    same job objects at the same positions except a few, each in its job id's position (a
+    launch replaces one job). None where the two are not so aligned (then a full pass)."""
+    if len(old) != len(new):
+        return None
+    running = dict(prev)
+    changed: list[JobView] = []
+    for i in compress(count(), map(is_not, old, new)):
+        was, now = old[i], new[i]
+        if was.job_id != now.job_id:
+            return None
+        running.pop(was.job_id, None)
+        if now.state in _RUNNING_STATES and now.node_ids:
+            running[now.job_id] = now
+            if prev.get(now.job_id) is not now:
+                changed.append(now)
+    return running, changed
 
 
 class _BusyGroup(NamedTuple):
@@ -465,13 +491,21 @@ class LearnedPlacement:
         state = self._ends_state
         prev = state.jobs if state is not None and state.time == view.time \
             and state.finite else None
-        running: dict[str, JobView] = {}
-        changed: list[JobView] = []
-        for j in view.jobs:
-            if j.state in _RUNNING_STATES and j.node_ids:
-                running[j.job_id] = j
-                if prev is not None and prev.get(j.job_id) is not j:
-                    changed.append(j)
+        got = None
+        if prev is not None and state is not None and state.unique:
+            got = _changed_running(state.view_jobs, view.jobs, prev)
+        unique = True
+        if got is not None:
+            running, changed = got
+        else:
+            running = {}
+            changed = []
+            for j in view.jobs:
+                if j.state in _RUNNING_STATES and j.node_ids:
+                    running[j.job_id] = j
+                    if prev is not None and prev.get(j.job_id) is not j:
+                        changed.append(j)
+            unique = len({j.job_id for j in view.jobs}) == len(view.jobs)
         dur = self._running_dur
         for k in [k for k in dur if (j := running.get(k[0])) is None or j.steps_done != k[1]]:
             del dur[k]
@@ -542,7 +576,8 @@ class LearnedPlacement:
                     ends[nid].sort()
                 else:
                     del ends[nid]
-        self._ends_state = _EndsState(view.time, running, entries, ends, pending, finite)
+        self._ends_state = _EndsState(view.time, running, entries, ends, pending, finite,
+                                      view.jobs, unique)
         idx.ends = ends
         return ends
 
