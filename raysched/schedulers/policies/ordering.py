@@ -90,10 +90,16 @@ class PredictedRemainingOrder:
                         strict=True))
 
     def _remaining(self, queued: Sequence[JobView], cluster: ClusterView) -> list[float]:
-        """`remaining_s` as a list in `queued` order.
+        """`remaining_s` as a list in `queued` order."""
+        return self._columns(queued, cluster)[0]
+
+    def _columns(self, queued: Sequence[JobView], cluster: ClusterView
+                 ) -> tuple[list[float], list[float], list[float]]:
+        """Each job's remaining time (`remaining_s`), submit time and priority weight, in
+        `queued` order.
 
         One pass over the queue: a cache entry made from the very same (immutable) job object
-        is a hit without recomputing its `steps_left`.
+        is a hit without recomputing its `steps_left`, and holds its submit time and weight.
         """
         ref = self.reference_node(cluster)
         ref_key = (ref.speed, ref.cpus_total)
@@ -103,40 +109,56 @@ class PredictedRemainingOrder:
             self._ref_key = ref_key
         now = cluster.time
         refresh_s = self.refresh_s
+        pw = self.priority_weight
         get = cache.get
         out: list[float] = []
+        submit: list[float] = []
+        weight: list[float] = []
         missing: list[tuple[int, JobView]] = []  # (position, job) without a usable entry
         old: list[tuple[float, int, JobView]] = []  # (predicted at, position, job): expired
         found = 0
         for i, j in enumerate(queued):
             hit = get(j.job_id)
+            if hit is not None and hit.job is j and hit.priority_weight == pw:
+                found += 1
+                if now - hit.time > refresh_s:
+                    old.append((hit.time, i, j))
+                out.append(hit.remaining_s)
+                submit.append(hit.submit_time)
+                weight.append(hit.weight)
+                continue
+            submit.append(j.submit_time)
+            weight.append(self._weight(j.spec.priority))
             if hit is None:
                 missing.append((i, j))
                 out.append(0.0)
                 continue
             found += 1
-            if hit.job is not j and hit.steps_left != j.steps_left:
+            if hit.steps_left != j.steps_left:
                 missing.append((i, j))
             elif now - hit.time > refresh_s:
                 old.append((hit.time, i, j))
             out.append(hit.remaining_s)
-        if found < len(cache):  # forget jobs no longer queued
-            live = {j.job_id for j in queued}
-            for stale in [k for k in cache if k not in live]:
-                del cache[stale]
         old.sort(key=lambda t: t[0])  # stable: equal times keep queue order, as before
         todo = missing + [(i, j) for _, i, j in old[: self.refresh_batch]]
+        if found < len(cache) or todo:
+            live = {j.job_id for j in queued}
+            if found < len(cache):  # forget jobs no longer queued
+                for stale in [k for k in cache if k not in live]:
+                    del cache[stale]
         if not todo:
-            return out
+            return out, submit, weight
         preds = predict(
             self.cost_model, [(j, (ref,) * j.spec.num_workers) for _, j in todo], cluster
         )
-        for (_, j), p in zip(todo, preds, strict=True):
-            cache[j.job_id] = _Remaining(now, j.steps_left, p.duration, j)
-        # A job id queued twice takes its last prediction, as the dictionary did before.
+        for (i, j), p in zip(todo, preds, strict=True):
+            cache[j.job_id] = _Remaining(now, j.steps_left, p.duration, j, submit[i],
+                                         pw, weight[i])
+        if len(live) < len(queued):  # a job id queued twice: each takes its last prediction
+            return [cache[j.job_id].remaining_s for j in queued], submit, weight
         for i, j in todo:
             out[i] = cache[j.job_id].remaining_s
-        return out
+        return out, submit, weight
 
     def _weight(self, priority: int) -> float:
         k = (self.priority_weight, priority)
@@ -171,13 +193,9 @@ class PredictedRemainingOrder:
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
         if not queued:
             return []
-        remaining = np.array(self._remaining(queued, cluster), dtype=float)
+        columns = self._columns(queued, cluster)
+        remaining, submit, weight = (np.array(c, dtype=float) for c in columns)
         now = cluster.time
-        submit = np.array([j.submit_time for j in queued], dtype=float)
-        weights = self._weights
-        pw = self.priority_weight
-        weight = np.array([weights.get((pw, j.spec.priority)) or self._weight(j.spec.priority)
-                           for j in queued], dtype=float)
         # `key` for every job at once: the same float operations, in the same order.
         keys = remaining * weight - self.aging_rate * np.maximum(now - submit, 0.0)
         if not np.isfinite(keys).all():  # NaN does not sort; leave it to Python as before
@@ -194,9 +212,12 @@ class PredictedRemainingOrder:
 
 class _Remaining(NamedTuple):
     """A queued job's cached prediction: when, its steps left then, the remaining time, and
-    the job object it was made for."""
+    the job object it was made for, with that job's order columns."""
 
     time: float
     steps_left: int
     remaining_s: float
     job: JobView
+    submit_time: float  # the job's, and its weight for `priority_weight` then
+    priority_weight: float
+    weight: float
