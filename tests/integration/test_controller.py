@@ -103,7 +103,14 @@ def test_cancel_priority_and_clear_errors(client):
         client.set_priority(job, 1)
     with pytest.raises(UnknownJob, match="no-such-job"):
         client.cancel("no-such-job")
-    dup = client.submit(long_job("dup", steps=5), job_id="fixed-id-1")
+    dup = client.submit(long_job("dup", steps=400), job_id="fixed-id-1")
+    first = client.job(dup)
     with pytest.raises(Exception, match="already exists"):
-        client.submit(long_job("dup", steps=5), job_id="fixed-id-1")
-    assert client.wait([dup], timeout_s=300)[0]["state"] == "SUCCEEDED"
+        client.submit(long_job("dup-again", steps=5), job_id="fixed-id-1")
+    # The refused duplicate changed nothing stored: same job, same spec, still live.
+    after = client.job(dup)
+    assert after["name"] == first["name"] == "dup" and after["steps"] == 400
+    assert after["submit_time"] == first["submit_time"]
+    assert after["state"] in ("QUEUED", "PLACED", "RUNNING")
+    assert [r["job_id"] for r in client.status()].count(dup) == 1
+    assert client.cancel(dup) == "CANCELLED"  # no need to pay its run to the end

@@ -20,17 +20,16 @@ def short_job(name: str, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def batch(client) -> dict[str, dict]:
-    """Three good jobs and one that raises at step 3, submitted together and run to the end.
+    """Two good jobs (one 2-worker MLP, one CNN) and one that raises at step 3, run together.
 
-    One batch for the two tests below: every Ray Train job pays 10-35 s of start-up, and the
-    good jobs are the "others" the failing one must leave unaffected (5 of the 6 CPUs: all four
-    run at once).
+    One batch for the two tests below: every Ray Train job pays 10-35 s of start-up (three or
+    four processes importing Ray Train and torch, about 7 CPU-seconds each), and the good jobs
+    are the "others" the failing one must leave unaffected (4 of the 6 CPUs: all run at once).
     """
     # max_failures 0: Ray Train would otherwise rerun the raising code twice more first.
     specs = {
         "a": short_job("it-a", num_workers=2),
         "b": short_job("it-b", model="cnn"),
-        "c": short_job("it-c", user="zoe", priority=2),
         "bad": short_job("it-bad", options={"fail_at_step": 3, "max_failures": 0}),
     }
     ids = {key: client.submit(spec) for key, spec in specs.items()}
@@ -38,9 +37,9 @@ def batch(client) -> dict[str, dict]:
     return {key: row for key, row in zip(ids, rows, strict=True)}
 
 
-def test_three_jobs_succeed_on_the_nodes_their_decisions_named(cluster, client, batch):
-    rows = [batch["a"], batch["b"], batch["c"]]
-    assert [r["state"] for r in rows] == ["SUCCEEDED"] * 3, [r["error"] for r in rows]
+def test_good_jobs_succeed_on_the_nodes_their_decisions_named(cluster, client, batch):
+    rows = [batch["a"], batch["b"]]
+    assert [r["state"] for r in rows] == ["SUCCEEDED"] * 2, [r["error"] for r in rows]
     ray_view = worker_nodes_by_job()
     for row in rows:
         decision = client.explain(row["job_id"])["decisions"][-1]
@@ -64,8 +63,8 @@ def test_a_failing_job_is_failed_with_its_error_and_others_are_unaffected(batch)
     assert bad["state"] == "FAILED"
     assert "injected failure at step 3" in bad["error"]
     # The jobs that ran beside it (the batch's good ones) all succeeded.
-    others = [batch[key] for key in ("a", "b", "c")]
-    assert [r["state"] for r in others] == ["SUCCEEDED"] * 3, [r["error"] for r in others]
+    others = [batch[key] for key in ("a", "b")]
+    assert [r["state"] for r in others] == ["SUCCEEDED"] * 2, [r["error"] for r in others]
 
 
 def test_bad_spec_is_rejected_and_nothing_is_queued(client):
