@@ -1,13 +1,17 @@
-"""`MeasuredNodeSpeeds` keeps each job's node set and group between rounds: never stale."""
+"""`MeasuredNodeSpeeds`: node sets and groups kept between rounds, estimates, adjusted views."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
+import statistics
+import types
 
 from raysched.schedulers.policies.node_speeds import (
     MeasuredNodeSpeeds,
     SpeedAdjustedViews,
+    _median,
     with_node_speeds,
 )
 from raysched.schedulers.spec import JobSpec
@@ -127,3 +131,34 @@ def test_adjusted_views_keep_a_slowed_node_only_while_it_and_its_slowdown_are_un
     assert third.nodes == with_node_speeds(raw[2], source).nodes
     source.factors, source.version = {}, 2
     assert views(raw[2]) is not third and views(ClusterView(time=2.0, nodes=nodes)).nodes == nodes
+
+
+def _factor_by_definition(speeds: MeasuredNodeSpeeds, nid: str, mine: list,
+                          by_group: dict) -> tuple[float, int] | None:
+    """`MeasuredNodeSpeeds._factor` as first written (`statistics.median`, every group)."""
+    rel = []
+    for o in mine:
+        same = [p.norm_step_s for p in by_group[o.group] if nid not in p.nodes]
+        if same:
+            rel.append(o.norm_step_s / statistics.median(same))
+    if not rel:
+        return None
+    return min(max(statistics.median(rel), 1e-3), speeds.max_factor), len(rel)
+
+
+def test_estimates_equal_the_definition_with_statistics_median() -> None:
+    for seed in range(5):
+        speeds = MeasuredNodeSpeeds(every_s=1e9)
+        for v in _views(seed, rounds=3):
+            speeds.update(v)
+        reference = MeasuredNodeSpeeds(every_s=1e9)
+        reference._obs = dict(speeds._obs)
+        reference._factor = types.MethodType(  # type: ignore[method-assign]
+            lambda self, nid, mine, by_group: _factor_by_definition(self, nid, mine, by_group),
+            reference)
+        assert speeds._estimate() == reference._estimate()
+    rng = random.Random(0)
+    for _ in range(500):
+        values = [rng.choice([0.1, 1 / 3, 2.0, 2.0, 7.5, math.inf]) for _ in range(
+            rng.randint(1, 6))]
+        assert _median(values) == statistics.median(values)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 from collections.abc import Callable, Mapping
 from typing import NamedTuple, Protocol
 
@@ -65,6 +64,15 @@ class _Shape(NamedTuple):
     spec: JobSpec
     nodes: frozenset[str]
     group: tuple[object, ...]
+
+
+def _median(values: list[float]) -> float:
+    """`statistics.median` of a non-empty list, the same arithmetic without its overhead."""
+    data = sorted(values)
+    n = len(data)
+    if n % 2 == 1:
+        return data[n // 2]
+    return (data[n // 2 - 1] + data[n // 2]) / 2
 
 
 def job_group(job: JobView) -> tuple[object, ...]:
@@ -171,12 +179,15 @@ class MeasuredNodeSpeeds:
         how many of `mine` had such a reference (None if none had)."""
         rel = []
         for o in mine:
-            same = [p.norm_step_s for p in by_group[o.group] if nid not in p.nodes]
+            group = by_group[o.group]
+            if len(group) == 1:
+                continue  # only `o` itself, which is on `nid`
+            same = [x for _, nodes, _, x in group if nid not in nodes]
             if same:
-                rel.append(o.norm_step_s / statistics.median(same))
+                rel.append(o.norm_step_s / _median(same))
         if not rel:
             return None
-        return min(max(statistics.median(rel), 1e-3), self.max_factor), len(rel)
+        return min(max(_median(rel), 1e-3), self.max_factor), len(rel)
 
     def slowdown(self, node: NodeView) -> float:
         """How many times slower than its label the node is now (1 when on par or unknown)."""
