@@ -177,7 +177,10 @@ class LearnedPolicy(_Base):
     VC's own model (with `per_vc_after`: small VCs, decided by the shared model, never defer);
     `scouts_min_burst` k defers only members of a burst with at least k members submitted so
     far (when the k-th arrives, its earlier waiting siblings are deferred too and re-filed);
-    `scouts_max_units` u defers only jobs asking for at most u units (GPUs).
+    `scouts_max_units` u defers only jobs asking for at most u units (GPUs). With the hybrid
+    model below (`per_vc_after=200`), `scouts_max_units=1` scores best on the sized tuning
+    weeks, but none of the three passes the 2% guard on 2017-09-24..30 contended, so none
+    is the default (BENCHMARKS.md, "Simulator on Philly").
 
     With `per_vc` (off by default) each VC gets its own untrained copy of `model`
     (per_vc_model.py): a VC then decides in the full cluster exactly as it does replayed alone.
