@@ -310,12 +310,14 @@ def test_an_unmeasured_migration_costs_at_least_the_predicted_start_up() -> None
 
 
 def test_slow_node_is_flagged_degraded_then_healthy_after_recovery() -> None:
-    r = StragglerRebalance(oracle(), recovery_s=300.0, migration_cost_s=1e9)
-    d = r.rebalance(_straggler_view(t=0.0))
+    r = StragglerRebalance(oracle(), recovery_s=300.0, migration_cost_s=1e9, confirm_s=60.0)
+    assert r.rebalance(_straggler_view(t=0.0)).node_flags == ()  # one job's word, not yet
+    d = r.rebalance(_straggler_view(t=60.0))  # still slow a minute later: corroborated
     assert [(f.node_id, f.degraded) for f in d.node_flags] == [("bad", True)]
-    on_time = _straggler_view(t=100.0, observed=1.0, bad_degraded=True)
+    assert "(for 60 s)" in d.node_flags[0].reason
+    on_time = _straggler_view(t=160.0, observed=1.0, bad_degraded=True)
     assert r.rebalance(on_time).node_flags == ()  # flagged, but not yet recovered
-    later = dataclasses.replace(on_time, time=301.0)
+    later = dataclasses.replace(on_time, time=361.0)
     assert [(f.node_id, f.degraded) for f in r.rebalance(later).node_flags] == [("bad", False)]
     assert r.flagged_at == {}
 
@@ -357,7 +359,8 @@ def _pessimistic_view(*, migration_cost_s: float | None = None) -> ClusterView:
 
 def test_a_job_slower_than_its_own_baseline_moves_even_when_the_model_is_pessimistic() -> None:
     model = Counting(lambda j: 10.0, {})
-    d = StragglerRebalance(model, migration_cost_s=30.0).rebalance(_pessimistic_view())
+    d = StragglerRebalance(model, migration_cost_s=30.0, confirm_s=0.0).rebalance(
+        _pessimistic_view())
     assert [(f.node_id, f.degraded) for f in d.node_flags] == [("bad", True)]
     assert "early steps" in d.node_flags[0].reason
     (m,) = d.migrations

@@ -201,12 +201,12 @@ def test_drains_stop_at_half_the_cluster_cpus() -> None:
     jobs = tuple(dataclasses.replace(running(f"s{n}", (n,), 3.5), baseline_step_time_s=1.0)
                  for n in ("b", "c", "d")) + tuple(running(f"a{i}", ("a",), 1.0) for i in range(3))
     v = view(jobs, b=7.0, c=7.0, d=7.0)
-    r = StragglerRebalance(Unsure(lambda j: 1.0, {}), migration_cost_s=1e9)
+    r = StragglerRebalance(Unsure(lambda j: 1.0, {}), migration_cost_s=1e9, confirm_s=0.0)
     d = r.rebalance(v)
     assert [f.node_id for f in d.node_flags] == ["b", "c"]  # 16 of 32 CPUs, then no more
     degraded = dataclasses.replace(v, time=1.0, nodes=tuple(
         dataclasses.replace(n, degraded=n.node_id in ("b", "c")) for n in v.nodes))
     assert r.rebalance(degraded).node_flags == ()  # d still over the budget
     everything = StragglerRebalance(Unsure(lambda j: 1.0, {}), migration_cost_s=1e9,
-                                    max_drained_fraction=1.0)
+                                    max_drained_fraction=1.0, confirm_s=0.0)
     assert len(everything.rebalance(v).node_flags) == 3

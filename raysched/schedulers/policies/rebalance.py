@@ -48,8 +48,12 @@ class StragglerRebalance:
     there are none; see `straggler_signals`), is a straggler, and its nodes are suspects. So a
     slowdown every job shares (a contended host or network) is no node's fault, while a node
     whose jobs alone slowed is; a lone job is judged on its own ratio. A suspect node also
-    running an on-time job is cleared (the slowness is then the straggler's own). Suspects are
-    flagged degraded. A straggler is migrated to the free, healthy candidate with the lowest
+    running an on-time job is cleared (the slowness is then the straggler's own). A suspect is
+    never a migration target; it is flagged degraded (drained) once the evidence is corroborated:
+    stragglers among at least two of its jobs at once, or one job's for `confirm_s` seconds in a
+    row. One job alone can be slow for its own reasons: a live run drained a node for a pipeline
+    job whose two stages shared it (5.6x its early steps while other nodes' jobs slowed 1.3x),
+    which ended 10 s later. A straggler is migrated to the free, healthy candidate with the lowest
     predicted step time when ``steps_left * (observed_step - predicted_step_there) > migration
     cost`` (predictions rescaled to the job's measured baseline; the cost measured on the cluster
     when the view carries it, else the larger of `migration_cost_s` and the cost model's
@@ -94,8 +98,13 @@ class StragglerRebalance:
         drain_factor: float = 3.0,
         drain_min_jobs: int = 2,
         max_drained_fraction: float = 0.5,
+        confirm_s: float = 60.0,
         adjust: AdjustView | None = None,
     ) -> None:
+        if confirm_s < 0:
+            raise ValueError(f"confirm_s must be >= 0, got {confirm_s}")
+        self.confirm_s = confirm_s
+        self.lone_since: dict[str, float] = {}  # node -> since when one job's signal stands
         self.node_speeds = node_speeds
         self.move_factor = move_factor
         self.drain_factor = drain_factor
@@ -184,10 +193,22 @@ class StragglerRebalance:
                 flags.append(NodeFlag(node_id=nid, degraded=True, reason=reason))
             self.flagged_at[nid] = now
 
+        evidence: dict[str, list[tuple[JobView, StragglerSignal]]] = {}
         for j, signal in slow:
             for nid in dict.fromkeys(j.node_ids):
                 if nid not in cleared:
-                    suspect(nid, f"job {j.job_id} {signal.describe()}")
+                    evidence.setdefault(nid, []).append((j, signal))
+        for nid in [n for n in self.lone_since if len(evidence.get(n, ())) != 1]:
+            del self.lone_since[nid]
+        for nid, found in evidence.items():
+            reason = "; ".join(f"job {j.job_id} {signal.describe()}" for j, signal in found)
+            if len(found) == 1 and nid not in self.flagged_at and not by_id[nid].degraded:
+                since = self.lone_since.setdefault(nid, now)
+                if now - since < self.confirm_s:
+                    suspects.add(nid)  # not a migration target; drained once corroborated
+                    continue
+                reason += f" (for {now - since:.0f} s)"
+            suspect(nid, reason)
         for nid, factor in slowed.items():
             if (factor >= self.drain_factor and nid not in suspects
                     and self.node_speeds.jobs_seen(by_id[nid]) >= self.drain_min_jobs):  # type: ignore[union-attr]
