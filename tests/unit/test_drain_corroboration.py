@@ -75,14 +75,29 @@ def test_one_gang_with_both_workers_on_the_node_is_one_job_of_evidence() -> None
 def test_a_node_with_one_slow_job_is_no_migration_target_before_it_is_drained() -> None:
     # Job m on n1 is a straggler with a cheap move; n0 (free, but its own job slow) is not
     # where it goes, even though n0 is not drained yet.
-    r = StragglerRebalance(Counting(lambda j: 10.0, {}), migration_cost_s=0.0, confirm_s=60.0)
-    view = ClusterView(time=0.0, nodes=(node("n0", free=7), node("n1", free=7)),
-                       jobs=(slow_job("a", ("n0",), 6.0), slow_job("m", ("n1",), 6.0)))
+    # n0 is predicted 10x faster than the rest, so it would be m's best target.
+    r = StragglerRebalance(Counting(lambda j: 10.0, {"n0": 10.0}), migration_cost_s=0.0,
+                           confirm_s=60.0)
+    on_time = (slow_job("ok1", ("n2",), 1.0), slow_job("ok2", ("n2",), 1.0))
+    view = ClusterView(time=0.0, nodes=(node("n0", free=7), node("n1", free=7), node("n2", free=6),
+                                        node("spare")),
+                       jobs=(slow_job("a", ("n0",), 6.0), slow_job("m", ("n1",), 6.0), *on_time))
     d = r.rebalance(view)
-    assert d.node_flags == ()
+    assert "m" in [m.job_id for m in d.migrations]
     assert all("n0" not in m.to_node_ids for m in d.migrations)
+    assert [f.node_id for f in d.node_flags] == ["n1"]  # m's move drains n1; n0 still waits
 
 
 def test_confirm_s_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="confirm_s"):
         rebalancer(confirm_s=-1.0)
+
+
+def test_moving_the_lone_straggler_off_its_node_drains_the_node_at_once() -> None:
+    # The relaunch is placed afresh: an undrained fast node would take the job straight back
+    # (the live integration test saw exactly that).
+    r = StragglerRebalance(Counting(lambda j: 10.0, {}), migration_cost_s=0.0, confirm_s=60.0)
+    d = r.rebalance(at(0.0, slow_job("a", ("n0",), 6.0), slow_job("ok", ("n1",), 1.0)))
+    assert [m.job_id for m in d.migrations] == ["a"]
+    assert [(f.node_id, f.degraded) for f in d.node_flags] == [("n0", True)]
+    assert "is moved off it" in d.node_flags[0].reason

@@ -51,7 +51,9 @@ class StragglerRebalance:
     running an on-time job is cleared (the slowness is then the straggler's own). A suspect is
     never a migration target; it is flagged degraded (drained) once the evidence is corroborated:
     stragglers among at least two of its jobs at once, or one job's for `confirm_s` seconds in a
-    row. One job alone can be slow for its own reasons: a live run drained a node for a pipeline
+    row, or a migration of that job off it this round (the move acts on the evidence, and a
+    relaunch placed afresh would otherwise go back to the node). One job alone can be slow for
+    its own reasons: a live run drained a node for a pipeline
     job whose two stages shared it (5.6x its early steps while other nodes' jobs slowed 1.3x),
     which ended 10 s later. A straggler is migrated to the free, healthy candidate with the lowest
     predicted step time when ``steps_left * (observed_step - predicted_step_there) > migration
@@ -200,12 +202,14 @@ class StragglerRebalance:
                     evidence.setdefault(nid, []).append((j, signal))
         for nid in [n for n in self.lone_since if len(evidence.get(n, ())) != 1]:
             del self.lone_since[nid]
+        pending: dict[str, str] = {}  # unconfirmed suspect -> its evidence
         for nid, found in evidence.items():
             reason = "; ".join(f"job {j.job_id} {signal.describe()}" for j, signal in found)
             if len(found) == 1 and nid not in self.flagged_at and not by_id[nid].degraded:
                 since = self.lone_since.setdefault(nid, now)
                 if now - since < self.confirm_s:
                     suspects.add(nid)  # not a migration target; drained once corroborated
+                    pending[nid] = reason
                     continue
                 reason += f" (for {now - since:.0f} s)"
             suspect(nid, reason)
@@ -229,6 +233,12 @@ class StragglerRebalance:
                 movers[j.job_id] = (j, f"on {short_id(on[0])}, measured {slowed[on[0]]:.2g}x "
                                        "slower than its label")
         migrations = self._migrations(movers, cluster, by_id, suspects, set(slowed), expected)
+        # Moving a job off an unconfirmed suspect acts on its evidence: drain the node too, or
+        # the relaunch (placed afresh) goes back to it. A live test's job did just that.
+        for m in migrations:
+            for nid in dict.fromkeys(m.from_node_ids):
+                if nid in pending:
+                    suspect(nid, f"{pending.pop(nid)}; its job {m.job_id} is moved off it")
         return RebalanceDecision(migrations=tuple(migrations), node_flags=tuple(flags))
 
     def _migrations(self, candidates: dict[str, tuple[JobView, str]], view: ClusterView,
