@@ -53,9 +53,9 @@ class StragglerRebalance:
     stragglers among at least two of its jobs at once, or one job's for `confirm_s` seconds in a
     row, or a migration of that job off it this round (the move acts on the evidence, and a
     relaunch placed afresh would otherwise go back to the node). One job alone can be slow for
-    its own reasons: a live run drained a node for a pipeline
-    job whose two stages shared it (5.6x its early steps while other nodes' jobs slowed 1.3x),
-    which ended 10 s later. A straggler is migrated to the free, healthy candidate with the lowest
+    its own reasons: a live run drained a node for a pipeline job whose two stages shared it
+    (5.6x its early steps while other nodes' jobs slowed 1.3x), which ended 10 s later. A
+    straggler is migrated to the free, healthy candidate with the lowest
     predicted step time when ``steps_left * (observed_step - predicted_step_there) > migration
     cost`` (predictions rescaled to the job's measured baseline; the cost measured on the cluster
     when the view carries it, else the larger of `migration_cost_s` and the cost model's
