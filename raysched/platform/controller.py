@@ -26,6 +26,7 @@ from raysched.platform import launcher
 from raysched.platform.cluster_view import observe_cluster
 from raysched.platform.interference import interference_dir
 from raysched.platform.metrics import ControllerMetrics
+from raysched.platform.migration_cost import measured_migration_cost
 from raysched.platform.telemetry import TelemetryError, TelemetryStore, UnknownJob
 from raysched.schedulers.decisions import Placement, RebalanceDecision
 from raysched.schedulers.policies.base import SchedulingPolicy, place_in_order
@@ -52,6 +53,7 @@ class _Run:
     steps_seen: int = 0
     recent_step_times: list[float] = dataclasses.field(default_factory=list)
     first_step: int | None = None  # the step this attempt started at (after a resume)
+    started: bool = False  # its first steps arrived
     baseline_step_times: list[float] = dataclasses.field(default_factory=list)
     observed_nodes: set[str] = dataclasses.field(default_factory=set)
 
@@ -99,6 +101,7 @@ class Controller:
         self._stopped = threading.Event()
         self._node_id = ray.get_runtime_context().get_node_id()
         self._migration_costs = self.store.migration_downtimes()[-20:]
+        self._startup_delays = self.store.startup_delays()[-20:]
         self._migrating_since: dict[str, tuple[float, int]] = {}  # job -> (when, attempt)
         self._recover()
         self._thread = threading.Thread(target=self._loop, name="raysched-rounds", daemon=True)
@@ -252,6 +255,11 @@ class Controller:
             run.steps_seen = max([run.steps_seen, *(r.step + 1 for r in records)])
             run.recent_step_times = (run.recent_step_times
                                      + [r.step_time_s for r in ranks0])[-20:]
+            if not run.started:
+                run.started = True
+                if run.attempt == 1:  # what a launch costs; a relaunch's is a migration's
+                    first = min(r.time - r.step_time_s for r in records)
+                    self._startup_delays = [*self._startup_delays, first - run.launched][-20:]
             self._note_baseline(run, ranks0)
             since, from_attempt = self._migrating_since.get(job_id, (None, 0))
             if since is not None and run.attempt > from_attempt:  # the relaunch is stepping
@@ -381,9 +389,9 @@ class Controller:
         view = observe_cluster(now=time.time(), allocated_cpus=allocated,
                                allocated_gpus=allocated_gpus, jobs=self._job_views(),
                                degraded=frozenset(self._degraded))
-        if self._migration_costs:
-            view = dataclasses.replace(view,
-                                       migration_cost_s=statistics.median(self._migration_costs))
+        cost = measured_migration_cost(self._migration_costs, self._startup_delays)
+        if cost is not None:
+            view = dataclasses.replace(view, migration_cost_s=cost)
         if not unplaced:
             return view
         # Charge runs whose nodes Ray has not revealed yet against the emptiest nodes, so a

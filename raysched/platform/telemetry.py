@@ -397,6 +397,23 @@ class TelemetryStore:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def startup_delays(self) -> list[float]:
+        """Seconds from each job's first placement to its first step, oldest placement first.
+
+        What any launch costs on this cluster before training starts (scheduling, process
+        start-up, imports, the gang forming): the least a migration's relaunch pays again.
+        A job placed but not yet stepping is left out.
+        """
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT d.placed AS placed, MIN(s.time - s.step_time_s) AS first FROM "
+            "(SELECT job_id, MIN(time) AS placed FROM decisions WHERE action='place' "
+            "GROUP BY job_id) AS d JOIN steps AS s ON s.job_id = d.job_id "
+            "WHERE s.attempt = (SELECT MIN(attempt) FROM steps WHERE job_id = d.job_id) "
+            "GROUP BY d.job_id ORDER BY d.placed"
+        ).fetchall()
+        return [max(r["first"] - r["placed"], 0.0) for r in rows]
+
     def migration_downtimes(self) -> list[float]:
         """Seconds from each migrate decision to the first step of the job's next attempt.
 

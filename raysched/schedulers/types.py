@@ -107,7 +107,8 @@ class ClusterView:
     nodes: tuple[NodeView, ...]
     jobs: tuple[JobView, ...] = ()
     # Measured cost of one migration (stop request to the first step of the next attempt),
-    # median over the migrations seen so far; None until one has been measured.
+    # median over the migrations seen so far; before any, the median start-up of launches
+    # (placement to first step, which a relaunch pays again); None until either is measured.
     migration_cost_s: float | None = None
 
     def node(self, node_id: str) -> NodeView:

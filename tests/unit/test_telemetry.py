@@ -132,3 +132,29 @@ def test_migration_downtime_is_decision_to_the_next_attempts_first_step(tmp_path
     store.add_steps([rec(2, i, time.time() + 15 + i) for i in range(5, 8)])  # first at +20 s
     (downtime,) = store.migration_downtimes()
     assert downtime == pytest.approx(20.0, abs=1.0)
+
+
+def test_startup_delay_is_first_placement_to_the_first_attempts_first_step(tmp_path):
+    store = TelemetryStore(tmp_path / "t.db")
+    for job in ("j1", "j2", "j3"):
+        store.add_job(job, SPEC, submit_time=100.0)
+
+    def rec(job, attempt, i, at):
+        return StepRecord(job_id=job, attempt=attempt, rank=0, node_id="n1", step=i, loss=1.0,
+                          step_time_s=0.5, samples=32, peak_rss_mb=100.0, time=at)
+
+    store.add_decision(job_id="j1", action="place", policy="learned", node_ids=["n1"],
+                       reason="fits")
+    placed = time.time()
+    assert store.startup_delays() == []  # placed, not stepping yet
+    store.add_steps([rec("j1", 1, i, placed + 40.5 + i) for i in range(3)])  # starts at +40 s
+    store.add_steps([rec("j1", 2, 3, placed + 500.0)])  # a later attempt is not a start-up
+    store.add_decision(job_id="j2", action="place", policy="learned", node_ids=["n1"],
+                       reason="fits")
+    store.add_decision(job_id="j2", action="place", policy="learned", node_ids=["n2"],
+                       reason="relaunch")  # its first placement counts
+    store.add_steps([rec("j2", 1, 0, time.time() + 10.5)])
+    store.add_steps([rec("j3", 1, 0, time.time())])  # stepping with no placement: left out
+    first, second = store.startup_delays()
+    assert first == pytest.approx(40.0, abs=1.0)
+    assert second == pytest.approx(10.0, abs=1.0)
