@@ -131,8 +131,36 @@ def _gang_fits(job: JobView, cluster: ClusterView, *, empty: bool) -> bool:
 
 def gang_slots(spec: JobSpec, cluster: ClusterView, *, empty: bool) -> int:
     """Workers of `spec`'s shape the schedulable nodes' free capacity (or their totals:
-    `empty`) could hold, counted per node, which is what `gang_fit`'s greedy fill finds."""
-    cpw, gpw = spec.cpus_per_worker, spec.gpus_per_worker
+    `empty`) could hold, counted per node, which is what `gang_fit`'s greedy fill finds.
+
+    Remembered for the last view asked about (views are immutable): the queue walk asks
+    about every overdue job it does not place, and `walk_end` about each worker shape."""
+    return _SLOT_COUNTS.get(spec.cpus_per_worker, spec.gpus_per_worker, cluster, empty)
+
+
+class _SlotCounts:
+    """`gang_slots` per worker shape for one view: the last one asked about (held, so that
+    no other view object can take its id while it is remembered)."""
+
+    def __init__(self) -> None:
+        self._view: ClusterView | None = None
+        self._counts: dict[tuple[float, float, bool], int] = {}
+
+    def get(self, cpw: float, gpw: float, cluster: ClusterView, empty: bool) -> int:
+        if cluster is not self._view:
+            self._view, self._counts = cluster, {}
+        key = (cpw, gpw, empty)
+        got = self._counts.get(key)
+        if got is None:
+            got = self._counts[key] = _count_slots(cpw, gpw, cluster, empty)
+        return got
+
+
+_SLOT_COUNTS = _SlotCounts()
+
+
+def _count_slots(cpw: float, gpw: float, cluster: ClusterView, empty: bool) -> int:
+    """`gang_slots`, counted."""
     slots = 0
     for n in cluster.nodes:
         if n.schedulable:

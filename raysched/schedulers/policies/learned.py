@@ -80,9 +80,14 @@ class _PrefetchingOrder:
         """How many jobs of `order` the queue walk reaches at most: it stops at an overdue
         job whose gang does not fit now but would fit the empty nodes (`SchedulingPolicy.
         blocks_backfill`), and launches only take capacity. Only a hint: the placement
-        predicts later jobs too if the walk gets there."""
+        predicts later jobs too if the walk gets there.
+
+        Only the leading jobs the ordering says may be overdue are looked at
+        (`PredictedRemainingOrder.overdue_prefix`: its keys are sorted, so none after them is).
+        """
         slots: dict[tuple[float, int], tuple[int, int]] = {}
-        for i, job in enumerate(order):
+        prefix = self.ordering.overdue_prefix(order)
+        for i, job in enumerate(order if prefix is None else order[:prefix]):
             spec = job.spec
             shape = (spec.cpus_per_worker, spec.gpus_per_worker)
             got = slots.get(shape)

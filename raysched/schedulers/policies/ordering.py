@@ -72,6 +72,7 @@ class PredictedRemainingOrder:
         self._cost_model = model
         self._cache: dict[str, _Remaining] = {}
         self._ref_key: tuple[float, float] | None = None
+        self._last: tuple[list[JobView], int] | None = None  # see `overdue_prefix`
 
     def reference_node(self, cluster: ClusterView) -> NodeView:
         """An idle node of the cluster's fastest kind (largest among the fastest)."""
@@ -191,6 +192,7 @@ class PredictedRemainingOrder:
         return self.key(job, remaining, cluster.time) < 0
 
     def order(self, queued: Sequence[JobView], cluster: ClusterView) -> list[JobView]:
+        self._last = None
         if not queued:
             return []
         columns = self._columns(queued, cluster)
@@ -207,7 +209,23 @@ class PredictedRemainingOrder:
         if ((k[1:] == k[:-1]) & (t[1:] == t[:-1])).any():  # a tie: the job id decides
             ids = np.array([j.job_id for j in queued])
             idx = np.lexsort((ids, submit, keys))
-        return [queued[i] for i in idx.tolist()]
+            k = keys[idx]
+        out = [queued[i] for i in idx.tolist()]
+        if len({j.job_id for j in queued}) == len(queued):
+            self._last = (out, int(np.searchsorted(k, 0.0, side="left")))
+        return out
+
+    def overdue_prefix(self, order: Sequence[JobView]) -> int | None:
+        """How many leading jobs of `order` may be `overdue`, when `order` is the list the
+        last `order` call returned (else None): its keys are sorted, and each is what
+        `overdue` computes for that job (the cached remaining time `order` just used, the
+        same submit time, weight and float operations), so no job after the first with a
+        key >= 0 is overdue. None too where a job id was queued twice (`overdue` may then
+        predict a job afresh)."""
+        last = self._last
+        if last is None or last[0] is not order:
+            return None
+        return last[1] if self.aging_rate > 0 else 0
 
 
 class _Remaining(NamedTuple):
