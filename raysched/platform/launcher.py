@@ -9,6 +9,7 @@ relaunch with the new placement, resuming from the checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import ray
@@ -20,6 +21,12 @@ from raysched.schedulers.spec import JobSpec
 
 JOB_ID_ENV = "RAYSCHED_JOB_ID"
 ATTEMPT_ENV = "RAYSCHED_ATTEMPT"
+# Ray Train's preemption watcher is one more actor process per data-parallel job (its imports
+# alone are about 6 CPU-seconds here) polling Ray's node drain state every 5 s, so that a run
+# can checkpoint before a node is reclaimed. raysched checkpoints every K steps and resumes a
+# job whose worker died from its last checkpoint, so the watcher is off unless the
+# controller's environment sets this variable.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +58,9 @@ def launch(spec: JobSpec, ctx: JobContext, *, runner_node_id: str | None) -> ray
     opts["name"] = f"raysched:{ctx.job_id}:attempt-{ctx.attempt}"
     # Tag the run: every actor it starts inherits these variables, so Ray's own state API
     # (`ray list actors --detail`, the dashboard) shows which raysched job each worker is.
-    opts["runtime_env"] = {"env_vars": {JOB_ID_ENV: ctx.job_id, ATTEMPT_ENV: str(ctx.attempt)}}
+    opts["runtime_env"] = {"env_vars": {
+        JOB_ID_ENV: ctx.job_id, ATTEMPT_ENV: str(ctx.attempt),
+        PREEMPTION_WATCHER_ENV: os.environ.get(PREEMPTION_WATCHER_ENV, "0")}}
     return _run_job_task.options(**opts).remote(spec, ctx)
 
 
