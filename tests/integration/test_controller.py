@@ -36,7 +36,13 @@ def test_controller_killed_mid_run_restarts_loses_no_job_and_runs_none_twice(clu
     from raysched.platform.client import CONTROLLER_NAME, NAMESPACE, Client
 
     steps = 300
-    ids = [client.submit(long_job(f"restart-{i}", steps=steps)) for i in range(2)]
+    # The two kinds whose attempts checkpoint per actor (each pipeline stage, each parameter
+    # shard), and the cheapest to start: a data-parallel attempt starts Ray Train's controller
+    # and helper actors too, and the controller's restart logic does not depend on the kind.
+    ids = [client.submit(long_job("restart-pipe", steps=steps, kind="pipeline_parallel",
+                                  model="mlp", num_workers=2)),
+           client.submit(long_job("restart-ps", steps=steps, kind="parameter_server",
+                                  model="mlp", options={"num_servers": 2}))]
 
     def some_job_mid_run() -> bool:
         rows = [r for r in client.status() if r["job_id"] in ids]

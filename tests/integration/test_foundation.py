@@ -20,17 +20,19 @@ def short_job(name: str, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def batch(client) -> dict[str, dict]:
-    """Two good jobs (one 2-worker MLP, one CNN) and one that raises at step 3, run together.
+    """Two good jobs (a 2-worker MLP, a CNN) and a pipeline job raising at step 3, run together.
 
     One batch for the two tests below: every Ray Train job pays 10-35 s of start-up (three or
     four processes importing Ray Train and torch, about 7 CPU-seconds each), and the good jobs
-    are the "others" the failing one must leave unaffected (4 of the 6 CPUs: all run at once).
+    are the "others" the failing one must leave unaffected (5 of the 6 CPUs: all run at once).
     """
-    # max_failures 0: Ray Train would otherwise rerun the raising code twice more first.
     specs = {
         "a": short_job("it-a", num_workers=2),
         "b": short_job("it-b", model="cnn"),
-        "bad": short_job("it-bad", options={"fail_at_step": 3, "max_failures": 0}),
+        # A pipeline job: the failure path is the controller's, whatever the kind, and a
+        # pipeline attempt starts fewer processes than a Ray Train one.
+        "bad": short_job("it-bad", kind="pipeline_parallel", num_workers=2,
+                         options={"fail_at_step": 3}),
     }
     ids = {key: client.submit(spec) for key, spec in specs.items()}
     rows = client.wait(list(ids.values()), timeout_s=600)
