@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a tensor is read or written: a process that only looks for the newest
+# step (a pipeline job's runner) then starts without it (about 3 CPU-seconds of imports here).
 
 LATEST = "latest.pt"
 
 
 def to_cpu(value: Any) -> Any:
     """`value` with every tensor (in nested dicts, lists and tuples) detached onto the CPU."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, dict):
@@ -39,6 +45,8 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any], name: str = LA
         raise ValueError("a checkpoint must record the step it was taken at")
     path = directory / name
     tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    import torch
+
     torch.save(to_cpu(state), tmp)
     os.replace(tmp, path)
     return path
@@ -51,4 +59,6 @@ def load_checkpoint(
     path = Path(directory) / name
     if not path.exists():
         return None
+    import torch
+
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -16,11 +16,10 @@ import socket
 from typing import Any
 
 import ray
-import torch
 
 from raysched.jobs import sharded_checkpoints as checkpoints
 from raysched.jobs.base import JobContext, JobOutcome, current_node_id
-from raysched.jobs.pipeline_stage import PipelineConfig, StageRunner, stage_part
+from raysched.jobs.pipeline_config import PipelineConfig, stage_part
 from raysched.jobs.relaunch import kill_all, run_with_relaunch, wait_gang
 from raysched.platform.placement import actor_options_for_node
 from raysched.schedulers.spec import JobSpec
@@ -31,6 +30,11 @@ class StageActor:
     """Ray actor hosting one StageRunner."""
 
     def __init__(self, spec: JobSpec, ctx: JobContext, rank: int) -> None:
+        # Imported here: the job's runner, which only launches the stages, needs no torch.
+        import torch
+
+        from raysched.jobs.pipeline_stage import StageRunner
+
         torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
         self.runner = StageRunner(spec, ctx, rank, current_node_id())
 

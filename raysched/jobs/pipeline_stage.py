@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from datetime import timedelta
@@ -16,50 +15,13 @@ from raysched.jobs import sharded_checkpoints as checkpoints
 from raysched.jobs.base import JobContext, StepReporter, stretch_for_speed
 from raysched.jobs.data import global_batch
 from raysched.jobs.models import build_model, loss_fn
+from raysched.jobs.pipeline_config import PipelineConfig, stage_part
 from raysched.jobs.pipeline_timing import StageClock
 from raysched.jobs.stages import split_sequential
 from raysched.jobs.training_loop import make_optimizer
 from raysched.schedulers.spec import JobSpec
 
-SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
-DEFAULT_MICRO_BATCHES = 4
-
-
-def stage_part(rank: int) -> str:
-    """Checkpoint part name of stage `rank`."""
-    return f"stage-{rank}"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PipelineConfig:
-    """The pipeline shape of a spec: S stages, M micro-batches, schedule name."""
-
-    num_stages: int
-    micro_batches: int
-    schedule: str
-
-    @classmethod
-    def from_spec(cls, spec: JobSpec) -> PipelineConfig:
-        """Validate the spec's pipeline options; ValueError names the offending option."""
-        stages = spec.options.get("stages", spec.num_workers)
-        if stages != spec.num_workers:
-            raise ValueError(
-                f"options.stages ({stages}) must equal num_workers ({spec.num_workers})"
-            )
-        micro = spec.options.get("micro_batches", DEFAULT_MICRO_BATCHES)
-        schedule = spec.options.get("schedule", "gpipe").lower()
-        if schedule not in SCHEDULES:
-            raise ValueError(
-                f"options.schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}"
-            )
-        if micro <= 0 or spec.batch_size % micro:
-            raise ValueError(
-                f"options.micro_batches ({micro}) must divide batch_size ({spec.batch_size}) "
-                "so that the mean of micro-batch losses equals the batch loss"
-            )
-        if schedule == "1f1b" and micro < stages:
-            raise ValueError(f"1f1b needs micro_batches ({micro}) >= stages ({stages})")
-        return cls(num_stages=stages, micro_batches=micro, schedule=schedule)
+SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}  # by SCHEDULE_NAMES
 
 
 class StageRunner:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from raysched.jobs.pipeline_config import PipelineConfig
 from raysched.jobs.pipeline_parallel import bubble_fraction, ideal_bubble
-from raysched.jobs.pipeline_stage import PipelineConfig
 from raysched.jobs.training_loop import train_single_process
 from raysched.schedulers.spec import JobSpec
 
@@ -43,3 +43,16 @@ def test_reference_trainer_is_deterministic_and_learns():
     s = JobSpec(name="r", steps=30, batch_size=64, learning_rate=0.2)
     a, b = train_single_process(s), train_single_process(s)
     assert a == b and a[-1] < a[0]
+
+
+def test_the_runner_of_a_pipeline_job_imports_no_torch():
+    """Only the stage actors need torch: the runner that launches them starts without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raysched.jobs.pipeline_parallel as pp; "
+            "pp.checkpoints.latest_step('/nonexistent', ['stage-0']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
