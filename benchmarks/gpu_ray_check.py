@@ -63,21 +63,6 @@ class GpuProcessPoller(threading.Thread):
         self._halt.set()
 
 
-def worker_pids_by_job() -> dict[str, set[int]]:
-    """From Ray's state API: raysched job id -> PIDs of its actors that hold CPUs or GPUs."""
-    from ray.util.state import list_actors
-
-    out: dict[str, set[int]] = {}
-    for actor in list_actors(detail=True, limit=10_000, raise_on_missing_output=False):
-        env = json.loads(actor.serialized_runtime_env or "{}").get("env_vars", {})
-        job_id = env.get("RAYSCHED_JOB_ID")
-        if job_id and actor.pid and any(
-                v > 0 for k, v in actor.required_resources.items()
-                if k in ("CPU", "GPU") or k.startswith(("CPU_group_", "GPU_group_"))):
-            out.setdefault(job_id, set()).add(int(actor.pid))
-    return out
-
-
 def wait_for_steps(client: Any, job_id: str, steps: int, timeout_s: float) -> dict[str, Any]:
     """Poll until `job_id` has reported `steps` steps (or finished); returns its row."""
     deadline = time.monotonic() + timeout_s
@@ -98,6 +83,7 @@ def run_check(*, gpu: bool, steps: int, slowdown: float, timeout_s: float,
 
     from raysched.platform import interference
     from raysched.platform.client import Client, start_controller
+    from raysched.platform.job_actors import worker_pids_by_job
     from raysched.platform.local_cluster import LocalCluster, LocalClusterConfig, NodeSpec
     from raysched.platform.telemetry import TelemetryStore
     from raysched.schedulers.policies.learned import build_learned

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -57,21 +56,3 @@ def client(cluster):
     from raysched.platform.client import Client
 
     return Client(cluster.address)
-
-
-def worker_nodes_by_job() -> dict[str, set[str]]:
-    """From Ray's state API (not raysched's records): job id -> nodes its worker actors ran on."""
-    from ray.util.state import list_actors
-
-    out: dict[str, set[str]] = {}
-    for actor in list_actors(detail=True, limit=10_000, raise_on_missing_output=False):
-        if actor.class_name in ("TrainController", "DatasetManager"):
-            continue
-        env = json.loads(actor.serialized_runtime_env or "{}").get("env_vars", {})
-        job_id = env.get("RAYSCHED_JOB_ID")
-        # Workers hold CPUs (plain, or a placement-group bundle's "CPU_group_..." share).
-        holds_cpu = any(v > 0 and (k == "CPU" or k.startswith("CPU_group_"))
-                        for k, v in actor.required_resources.items())
-        if job_id and holds_cpu:
-            out.setdefault(job_id, set()).add(actor.node_id)
-    return out

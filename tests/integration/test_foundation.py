@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import REPO, worker_nodes_by_job
+from raysched.platform.job_actors import worker_nodes_by_job
+from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -81,11 +82,13 @@ def test_bad_spec_is_rejected_and_nothing_is_queued(client):
 
 
 def test_ray_job_submit_goes_through_the_controller(cluster, client):
+    # A pipeline example: the driver's path to the controller does not depend on the kind,
+    # and a pipeline attempt starts fewer processes than a Ray Train one.
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     proc = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit",
          "--address", cluster.dashboard_url, "--working-dir", ".", "--",
-         "python", "-m", "raysched.jobs.run", "examples/cnn_digits.yaml"],
+         "python", "-m", "raysched.jobs.run", "examples/pipeline_digits.yaml"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

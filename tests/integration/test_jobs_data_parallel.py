@@ -8,7 +8,6 @@ from the job's newest checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -18,24 +17,13 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _live_actors(job_id: str) -> list[tuple[str, int]]:
-    """(class name, PID) of the job's live actors (from Ray's state API)."""
-    from ray.util.state import list_actors
-
-    out = []
-    for actor in list_actors(detail=True, limit=10_000, raise_on_missing_output=False):
-        env = json.loads(actor.serialized_runtime_env or "{}").get("env_vars", {})
-        if actor.state == "ALIVE" and env.get("RAYSCHED_JOB_ID") == job_id and actor.pid:
-            out.append((actor.class_name, actor.pid))
-    return out
-
-
 def test_fsdp_job_with_a_killed_worker_resumes_from_its_checkpoint(cluster, client):
+    from raysched.platform.job_actors import job_actors
     from raysched.platform.telemetry import TelemetryStore
 
-    # The worker dies once two checkpoints are taken (40 steps done); the 60 steps left (0.2-0.6 s
+    # The worker dies once two checkpoints are taken (20 steps done); the 40 steps left (0.2-1 s
     # each on the emulated slow nodes) keep the job running until the kill lands, with margin.
-    every, steps = 20, 100
+    every, steps = 10, 60
     ids = [client.submit({
         "kind": "data_parallel", "name": "fsdp-hetero-killed", "model": "cnn", "num_workers": 2,
         "cpus_per_worker": 1, "steps": steps, "batch_size": 64, "learning_rate": 0.1,
@@ -47,11 +35,11 @@ def test_fsdp_job_with_a_killed_worker_resumes_from_its_checkpoint(cluster, clie
         assert time.monotonic() < deadline, "the FSDP job never got past its checkpoint"
         assert client.job(victim)["state"] in ("QUEUED", "PLACED", "RUNNING")
         time.sleep(0.2)
-    actors = _live_actors(victim)
-    pids = [pid for name, pid in actors if name == "RayTrainWorker"]
+    actors = [a for a in job_actors(victim) if a.alive]
+    pids = [a.pid for a in actors if a.class_name == "RayTrainWorker"]
     assert len(pids) == 2, actors
     # Ray Train's preemption watcher (one more process per job) is off (launcher.py).
-    assert "PreemptionWatcher" not in {name for name, _ in actors}, actors
+    assert "PreemptionWatcher" not in {a.class_name for a in actors}, actors
     done_before_kill = client.job(victim)["steps_done"]
     killed_at = time.time()
     os.kill(pids[-1], signal.SIGKILL)  # one worker process dies mid-run
