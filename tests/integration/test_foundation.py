@@ -21,15 +21,16 @@ def short_job(name: str, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def batch(client) -> dict[str, dict]:
-    """Two good jobs (a 2-worker MLP, a CNN) and a pipeline job raising at step 3, run together.
+    """Two good jobs (a 2-worker data-parallel MLP, a parameter-server MLP) and a pipeline job
+    raising at step 3, run together: three kinds, each placed where its decision says.
 
-    One batch for the two tests below: every Ray Train job pays 10-35 s of start-up (three or
-    four processes importing Ray Train and torch, about 7 CPU-seconds each), and the good jobs
-    are the "others" the failing one must leave unaffected (5 of the 6 CPUs: all run at once).
+    One batch for the two tests below: every attempt pays 10-35 s of start-up (a Ray Train one
+    starts six processes importing Ray Train and torch, about 7 CPU-seconds each), and the good
+    jobs are the "others" the failing one must leave unaffected (5 of the 6 CPUs: all at once).
     """
     specs = {
         "a": short_job("it-a", num_workers=2),
-        "b": short_job("it-b", model="cnn"),
+        "b": short_job("it-b", kind="parameter_server"),
         # A pipeline job: the failure path is the controller's, whatever the kind, and a
         # pipeline attempt starts fewer processes than a Ray Train one.
         "bad": short_job("it-bad", kind="pipeline_parallel", num_workers=2,
