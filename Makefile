@@ -29,16 +29,8 @@ test-unit: install
 test-integration: install
 	$(PY) -m pytest -q tests/integration
 
-# The integration tier is mostly Ray job start-up, and it leaves a core idle while jobs sleep
-# out their emulated slow steps: the unit tier runs beside it at the lowest priority (Ray's
-# workers run at nice 15), its output printed after; either tier failing fails the target.
 test: install lint
-	@unit_log=$$(mktemp); \
-	nice -n 19 $(PY) -m pytest -q -p no:cacheprovider tests/unit > $$unit_log 2>&1 & unit_pid=$$!; \
-	$(PY) -m pytest -q --durations=12 tests/integration; integration=$$?; \
-	wait $$unit_pid; unit=$$?; \
-	echo "== tests/unit (ran beside the integration tier) =="; cat $$unit_log; rm -f $$unit_log; \
-	test $$integration -eq 0 && test $$unit -eq 0
+	$(PY) -m pytest -q --durations=12 tests
 
 clean:
 	rm -rf .raysched telemetry_export
