@@ -21,7 +21,7 @@ from raysched.jobs.stages import split_sequential
 from raysched.jobs.training_loop import make_optimizer
 from raysched.schedulers.spec import JobSpec
 
-SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}  # by SCHEDULE_NAMES
+SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}  # pipeline_config.SCHEDULE_NAMES
 
 
 class StageRunner:

@@ -53,7 +53,6 @@ class _Run:
     steps_seen: int = 0
     recent_step_times: list[float] = dataclasses.field(default_factory=list)
     first_step: int | None = None  # the step this attempt started at (after a resume)
-    started: bool = False  # its first steps arrived
     baseline_step_times: list[float] = dataclasses.field(default_factory=list)
     observed_nodes: set[str] = dataclasses.field(default_factory=set)
 
@@ -255,11 +254,10 @@ class Controller:
             run.steps_seen = max([run.steps_seen, *(r.step + 1 for r in records)])
             run.recent_step_times = (run.recent_step_times
                                      + [r.step_time_s for r in ranks0])[-20:]
-            if not run.started:
-                run.started = True
-                if run.attempt == 1:  # what a launch costs; a relaunch's is a migration's
-                    first = min(r.time - r.step_time_s for r in records)
-                    self._startup_delays = [*self._startup_delays, first - run.launched][-20:]
+            if not run.observed_nodes and run.attempt == 1:  # a first launch's first steps
+                # What a launch costs; a relaunch's is a migration's (below).
+                first = min(r.time - r.step_time_s for r in records)
+                self._startup_delays = [*self._startup_delays, first - run.launched][-20:]
             self._note_baseline(run, ranks0)
             since, from_attempt = self._migrating_since.get(job_id, (None, 0))
             if since is not None and run.attempt > from_attempt:  # the relaunch is stepping

@@ -56,3 +56,10 @@ def test_the_runner_of_a_pipeline_job_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_schedule_name_the_config_accepts_has_a_schedule():
+    from raysched.jobs.pipeline_config import SCHEDULE_NAMES
+    from raysched.jobs.pipeline_stage import SCHEDULES
+
+    assert set(SCHEDULES) == set(SCHEDULE_NAMES)
