@@ -11,6 +11,7 @@ import types
 from raysched.schedulers.policies.node_speeds import (
     MeasuredNodeSpeeds,
     SpeedAdjustedViews,
+    _Factor,
     _median,
     with_node_speeds,
 )
@@ -134,16 +135,19 @@ def test_adjusted_views_keep_a_slowed_node_only_while_it_and_its_slowdown_are_un
 
 
 def _factor_by_definition(speeds: MeasuredNodeSpeeds, nid: str, mine: list,
-                          by_group: dict) -> tuple[float, int] | None:
-    """`MeasuredNodeSpeeds._factor` as first written (`statistics.median`, every group)."""
+                          by_group: dict) -> _Factor | None:
+    """`MeasuredNodeSpeeds._factor` as first written (`statistics.median`, every group), with
+    the time match (`match_s`) and the per-job ratios it has since."""
     rel = []
     for o in mine:
-        same = [p.norm_step_s for p in by_group[o.group] if nid not in p.nodes]
+        same = [p.norm_step_s for p in by_group[o.group]
+                if nid not in p.nodes and abs(p.time - o.time) <= speeds.match_s]
         if same:
-            rel.append(o.norm_step_s / statistics.median(same))
+            rel.append((o.job_id, o.norm_step_s / statistics.median(same)))
     if not rel:
         return None
-    return min(max(statistics.median(rel), 1e-3), speeds.max_factor), len(rel)
+    factor = min(max(statistics.median([r for _, r in rel]), 1e-3), speeds.max_factor)
+    return _Factor(factor, len(rel), tuple(sorted(rel, key=lambda j: -j[1])))
 
 
 def test_estimates_equal_the_definition_with_statistics_median() -> None:

@@ -86,6 +86,25 @@ def test_no_reference_no_estimate_and_a_gang_is_explained_by_its_slow_node() -> 
     assert got["c"] > 3.0 and got["d"] == 1.0  # d is only in a gang with the slow c
 
 
+def test_only_times_measured_at_about_the_same_time_are_compared() -> None:
+    # z stepped 4x slower on c during a burst of contention that had passed by the time x ran
+    # on a: the two times say nothing about c (a live run drained a healthy node on this).
+    burst = view((running("z", ("c",), 4.0),), t=0.0)
+    later = view((running("x", ("a",), 1.0),), t=100.0)
+    for match_s, expected in ((30.0, 1.0), (math.inf, 4.0)):
+        speeds = MeasuredNodeSpeeds(match_s=match_s)
+        speeds.update(burst)
+        speeds.update(later)
+        assert speeds.slowdown(later.nodes[2]) == pytest.approx(expected)
+    # A reference measured within `match_s` still counts: x ended 20 s before z's time.
+    speeds = MeasuredNodeSpeeds()
+    speeds.update(view((running("x", ("a",), 1.0),), t=0.0))
+    speeds.update(view((running("z", ("c",), 4.0),), t=20.0))
+    assert speeds.slowdown(later.nodes[2]) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="match_s"):
+        MeasuredNodeSpeeds(match_s=-1.0)
+
+
 def test_an_estimate_is_held_after_its_jobs_leave_then_forgotten() -> None:
     v = view((running("x", ("a",), 1.0), running("z", ("c",), 4.0)))
     speeds = estimate(v, window_s=30.0, hold_s=60.0)
@@ -140,7 +159,9 @@ def test_a_job_started_on_a_slowed_node_moves_only_with_node_level_evidence() ->
                              node_speeds=MeasuredNodeSpeeds())
     d = two.rebalance(_after_slowdown(running("z2", ("c",), 4.0)))
     assert [(f.node_id, f.degraded) for f in d.node_flags] == [("c", True)]
-    assert "4x slower" in d.node_flags[0].reason and "(2 jobs)" in d.node_flags[0].reason
+    # The evidence names the jobs it rests on, with each one's ratio.
+    reason = d.node_flags[0].reason
+    assert "4x slower" in reason and "(2 jobs: z 4x, z2 4x)" in reason
 
 
 def test_a_moderate_slowdown_moves_jobs_without_draining_the_node() -> None:

@@ -9,9 +9,13 @@ have similar such times wherever they run (contention on shared hardware hits th
 slowed node's jobs have times several times higher. `MeasuredNodeSpeeds` keeps each running
 job's latest label-normalised step time for a window, and estimates a node's slowdown as the
 median, over the jobs on it, of that time over the median of the same group's jobs on *other*
-nodes. A job whose group runs on no other node says nothing: comparing different groups, or
-measured with predicted step times, mistakes the cost model's bias (different per group and
-per speed label) for slowness; a live run where it did drained three of four nodes.
+nodes measured at about the same time (within `match_s`): contention comes and goes, so a time
+measured during a burst of job start-ups is compared only with times from that burst. (A live
+run drained a healthy node on a pipeline job measured during the first minute's start-ups: 3.8x
+the same job group measured 100 s later, elsewhere, on a quieter host.) A job whose group
+runs on no other node says nothing: comparing different groups, or measured with predicted
+step times, mistakes the cost model's bias (different per group and per speed label) for
+slowness; a live run where it did drained three of four nodes.
 
 Single-node jobs speak for their node; a gang spread over several nodes (normalised by its
 slowest label) only speaks for a node no single-node job covers, and not when one of its other
@@ -55,6 +59,7 @@ class _Obs(NamedTuple):
     nodes: frozenset[str]
     group: tuple[object, ...]
     norm_step_s: float  # measured step time x the slowest label speed of its nodes
+    job_id: str
 
 
 class _Shape(NamedTuple):
@@ -64,6 +69,24 @@ class _Shape(NamedTuple):
     spec: JobSpec
     nodes: frozenset[str]
     group: tuple[object, ...]
+
+
+class _Factor(NamedTuple):
+    """A node's slowdown, how many of its jobs had a reference, and each one's ratio (job id,
+    its time over the reference), highest first."""
+
+    factor: float
+    jobs: int
+    ratios: tuple[tuple[str, float], ...]
+
+
+class _Estimate(NamedTuple):
+    """A node's latest `_Factor` and when it was made."""
+
+    time: float
+    factor: float
+    jobs: int
+    ratios: tuple[tuple[str, float], ...]
 
 
 def _median(values: list[float]) -> float:
@@ -86,7 +109,7 @@ class MeasuredNodeSpeeds:
 
     def __init__(self, *, window_s: float = 180.0, hold_s: float = 120.0,
                  min_factor: float = 1.5, max_factor: float = 20.0, min_steps: int = 5,
-                 every_s: float = 5.0) -> None:
+                 every_s: float = 5.0, match_s: float = 30.0) -> None:
         if min_factor < 1.0 or max_factor < min_factor:
             raise ValueError(f"need 1 <= min_factor <= max_factor, got {min_factor}, "
                              f"{max_factor}")
@@ -96,11 +119,14 @@ class MeasuredNodeSpeeds:
         self.max_factor = max_factor
         self.min_steps = min_steps
         self.every_s = every_s  # re-estimate at most this often (view time)
+        if match_s < 0:
+            raise ValueError(f"match_s must be >= 0, got {match_s}")
+        self.match_s = match_s  # how close in time a reference must be to the time it judges
         self._estimated_at = -math.inf
         self.version = 0  # bumped by every estimate: adjusted views are redone after one
         self._obs: dict[str, _Obs] = {}  # job_id -> its latest normalised step time
         self._shapes: dict[str, _Shape] = {}  # job_id -> its nodes and group (same keys)
-        self._estimates: dict[str, tuple[float, float, int]] = {}  # node -> (time, factor, jobs)
+        self._estimates: dict[str, _Estimate] = {}  # node -> its latest estimate
 
     def update(self, view: ClusterView) -> None:
         """Record the running jobs' step times; every `every_s`, re-estimate their nodes.
@@ -129,7 +155,7 @@ class MeasuredNodeSpeeds:
                 if shape is None or shape.spec is not j.spec or (
                         shape.node_ids is not ids and shape.node_ids != ids):
                     shape = shapes[jid] = _Shape(ids, j.spec, frozenset(ids), job_group(j))
-                obs[jid] = _Obs(now, shape.nodes, shape.group, measured * slowest)
+                obs[jid] = _Obs(now, shape.nodes, shape.group, measured * slowest, jid)
         if now - self._estimated_at < self.every_s:
             return
         self._estimated_at = now
@@ -138,13 +164,13 @@ class MeasuredNodeSpeeds:
             del obs[k]
             shapes.pop(k, None)
         fresh = self._estimate()
-        for nid, (factor, count) in fresh.items():
-            self._estimates[nid] = (now, factor, count)
-        for nid in [n for n, (t, _, _) in self._estimates.items()
+        for nid, got in fresh.items():
+            self._estimates[nid] = _Estimate(now, *got)
+        for nid in [n for n, (t, *_) in self._estimates.items()
                     if n not in fresh and now - t > self.hold_s]:
             del self._estimates[nid]
 
-    def _estimate(self) -> dict[str, tuple[float, int]]:
+    def _estimate(self) -> dict[str, _Factor]:
         by_group: dict[tuple[object, ...], list[_Obs]] = {}
         single: dict[str, list[_Obs]] = {}
         gangs: list[_Obs] = []
@@ -154,12 +180,12 @@ class MeasuredNodeSpeeds:
                 single.setdefault(next(iter(o.nodes)), []).append(o)
             else:
                 gangs.append(o)
-        out: dict[str, tuple[float, int]] = {}
+        out: dict[str, _Factor] = {}
         for nid, mine in single.items():
             got = self._factor(nid, mine, by_group)
             if got is not None:
                 out[nid] = got
-        slow = {n for n, (f, _) in out.items() if f >= self.min_factor}
+        slow = {n for n, got in out.items() if got.factor >= self.min_factor}
         spread: dict[str, list[_Obs]] = {}
         for o in gangs:
             if o.nodes & slow:
@@ -174,37 +200,47 @@ class MeasuredNodeSpeeds:
         return out
 
     def _factor(self, nid: str, mine: list[_Obs],
-                by_group: dict[tuple[object, ...], list[_Obs]]) -> tuple[float, int] | None:
-        """Median over `mine` of its time over its group's median time on other nodes, and
-        how many of `mine` had such a reference (None if none had)."""
-        rel = []
+                by_group: dict[tuple[object, ...], list[_Obs]]) -> _Factor | None:
+        """Median over `mine` of its time over its group's median time on other nodes at
+        about the same time (`match_s`), how many of `mine` had such a reference, and each
+        one's ratio (None if none had)."""
+        rel: list[float] = []
+        jobs: list[tuple[str, float]] = []
+        match_s = self.match_s
         for o in mine:
             group = by_group[o.group]
             if len(group) == 1:
                 continue  # only `o` itself, which is on `nid`
-            same = [x for _, nodes, _, x in group if nid not in nodes]
+            t = o.time
+            same = [x for when, nodes, _, x, _ in group
+                    if nid not in nodes and abs(when - t) <= match_s]
             if same:
                 rel.append(o.norm_step_s / _median(same))
+                jobs.append((o.job_id, rel[-1]))
         if not rel:
             return None
-        return min(max(_median(rel), 1e-3), self.max_factor), len(rel)
+        factor = min(max(_median(rel), 1e-3), self.max_factor)
+        return _Factor(factor, len(rel), tuple(sorted(jobs, key=lambda j: -j[1])))
 
     def slowdown(self, node: NodeView) -> float:
         """How many times slower than its label the node is now (1 when on par or unknown)."""
         got = self._estimates.get(node.node_id)
-        return got[1] if got is not None and got[1] >= self.min_factor else 1.0
+        return got.factor if got is not None and got.factor >= self.min_factor else 1.0
 
     def jobs_seen(self, node: NodeView) -> int:
         """How many jobs the node's current estimate rests on (0 without one)."""
         got = self._estimates.get(node.node_id)
-        return got[2] if got is not None else 0
+        return got.jobs if got is not None else 0
 
     def evidence(self, node: NodeView) -> str:
         got = self._estimates.get(node.node_id)
         if got is None:
             return "no measurement"
-        return (f"its jobs step {got[1]:.2g}x slower, speed labels allowed for, than the same "
-                f"kind of job on other nodes ({got[2]} job{'s' if got[2] != 1 else ''})")
+        shown = ", ".join(f"{jid} {ratio:.2g}x" for jid, ratio in got.ratios[:4])
+        more = f", {len(got.ratios) - 4} more" if len(got.ratios) > 4 else ""
+        return (f"its jobs step {got.factor:.2g}x slower, speed labels allowed for, than the "
+                f"same kind of job on other nodes at the same time ({got.jobs} "
+                f"job{'s' if got.jobs != 1 else ''}: {shown}{more})")
 
 
 class KnownNodeSpeeds:
