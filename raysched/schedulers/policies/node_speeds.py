@@ -10,12 +10,12 @@ slowed node's jobs have times several times higher. `MeasuredNodeSpeeds` keeps e
 job's latest label-normalised step time for a window, and estimates a node's slowdown as the
 median, over the jobs on it, of that time over the median of the same group's jobs on *other*
 nodes measured at about the same time (within `match_s`): contention comes and goes, so a time
-measured during a burst of job start-ups is compared only with times from that burst. (A live
-run drained a healthy node on a pipeline job measured during the first minute's start-ups: 3.8x
-the same job group measured 100 s later, elsewhere, on a quieter host.) A job whose group
-runs on no other node says nothing: comparing different groups, or measured with predicted
-step times, mistakes the cost model's bias (different per group and per speed label) for
-slowness; a live run where it did drained three of four nodes.
+measured during a burst of job start-ups is compared only with times from that burst. (In a
+live run the same pipeline job group stepped 0.08-0.12 s during the first minute's start-ups
+and 0.02-0.07 s two minutes later; that run drained a healthy node on two jobs' times.) A job
+whose group runs on no other node says nothing: comparing different groups, or measured with
+predicted step times, mistakes the cost model's bias (different per group and per speed label)
+for slowness; a live run where it did drained three of four nodes.
 
 Single-node jobs speak for their node; a gang spread over several nodes (normalised by its
 slowest label) only speaks for a node no single-node job covers, and not when one of its other
