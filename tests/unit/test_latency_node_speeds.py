@@ -147,7 +147,7 @@ def _factor_by_definition(speeds: MeasuredNodeSpeeds, nid: str, mine: list,
     if not rel:
         return None
     factor = min(max(statistics.median([r for _, r in rel]), 1e-3), speeds.max_factor)
-    return _Factor(factor, len(rel), tuple(sorted(rel, key=lambda j: -j[1])))
+    return _Factor(factor, tuple(sorted(rel, key=lambda j: -j[1])))
 
 
 def test_estimates_equal_the_definition_with_statistics_median() -> None:

@@ -72,20 +72,10 @@ class _Shape(NamedTuple):
 
 
 class _Factor(NamedTuple):
-    """A node's slowdown, how many of its jobs had a reference, and each one's ratio (job id,
-    its time over the reference), highest first."""
+    """A node's slowdown and the ratio of each of its jobs that had a reference (job id, its
+    time over the reference), highest first: the estimate rests on that many jobs."""
 
     factor: float
-    jobs: int
-    ratios: tuple[tuple[str, float], ...]
-
-
-class _Estimate(NamedTuple):
-    """A node's latest `_Factor` and when it was made."""
-
-    time: float
-    factor: float
-    jobs: int
     ratios: tuple[tuple[str, float], ...]
 
 
@@ -126,7 +116,7 @@ class MeasuredNodeSpeeds:
         self.version = 0  # bumped by every estimate: adjusted views are redone after one
         self._obs: dict[str, _Obs] = {}  # job_id -> its latest normalised step time
         self._shapes: dict[str, _Shape] = {}  # job_id -> its nodes and group (same keys)
-        self._estimates: dict[str, _Estimate] = {}  # node -> its latest estimate
+        self._estimates: dict[str, tuple[float, _Factor]] = {}  # node -> (when, estimate)
 
     def update(self, view: ClusterView) -> None:
         """Record the running jobs' step times; every `every_s`, re-estimate their nodes.
@@ -165,8 +155,8 @@ class MeasuredNodeSpeeds:
             shapes.pop(k, None)
         fresh = self._estimate()
         for nid, got in fresh.items():
-            self._estimates[nid] = _Estimate(now, *got)
-        for nid in [n for n, (t, *_) in self._estimates.items()
+            self._estimates[nid] = (now, got)
+        for nid in [n for n, (t, _) in self._estimates.items()
                     if n not in fresh and now - t > self.hold_s]:
             del self._estimates[nid]
 
@@ -204,8 +194,7 @@ class MeasuredNodeSpeeds:
         """Median over `mine` of its time over its group's median time on other nodes at
         about the same time (`match_s`), how many of `mine` had such a reference, and each
         one's ratio (None if none had)."""
-        rel: list[float] = []
-        jobs: list[tuple[str, float]] = []
+        ratios: list[tuple[str, float]] = []
         match_s = self.match_s
         for o in mine:
             group = by_group[o.group]
@@ -215,32 +204,36 @@ class MeasuredNodeSpeeds:
             same = [x for when, nodes, _, x, _ in group
                     if nid not in nodes and abs(when - t) <= match_s]
             if same:
-                rel.append(o.norm_step_s / _median(same))
-                jobs.append((o.job_id, rel[-1]))
-        if not rel:
+                ratios.append((o.job_id, o.norm_step_s / _median(same)))
+        if not ratios:
             return None
-        factor = min(max(_median(rel), 1e-3), self.max_factor)
-        return _Factor(factor, len(rel), tuple(sorted(jobs, key=lambda j: -j[1])))
+        factor = min(max(_median([r for _, r in ratios]), 1e-3), self.max_factor)
+        return _Factor(factor, tuple(sorted(ratios, key=lambda j: -j[1])))
+
+    def _current(self, node: NodeView) -> _Factor | None:
+        got = self._estimates.get(node.node_id)
+        return got[1] if got is not None else None
 
     def slowdown(self, node: NodeView) -> float:
         """How many times slower than its label the node is now (1 when on par or unknown)."""
-        got = self._estimates.get(node.node_id)
+        got = self._current(node)
         return got.factor if got is not None and got.factor >= self.min_factor else 1.0
 
     def jobs_seen(self, node: NodeView) -> int:
         """How many jobs the node's current estimate rests on (0 without one)."""
-        got = self._estimates.get(node.node_id)
-        return got.jobs if got is not None else 0
+        got = self._current(node)
+        return len(got.ratios) if got is not None else 0
 
     def evidence(self, node: NodeView) -> str:
-        got = self._estimates.get(node.node_id)
+        got = self._current(node)
         if got is None:
             return "no measurement"
+        n = len(got.ratios)
         shown = ", ".join(f"{jid} {ratio:.2g}x" for jid, ratio in got.ratios[:4])
-        more = f", {len(got.ratios) - 4} more" if len(got.ratios) > 4 else ""
+        more = f", {n - 4} more" if n > 4 else ""
         return (f"its jobs step {got.factor:.2g}x slower, speed labels allowed for, than the "
-                f"same kind of job on other nodes at the same time ({got.jobs} "
-                f"job{'s' if got.jobs != 1 else ''}: {shown}{more})")
+                f"same kind of job on other nodes at the same time ({n} "
+                f"job{'s' if n != 1 else ''}: {shown}{more})")
 
 
 class KnownNodeSpeeds:
