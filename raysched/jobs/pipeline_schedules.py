@@ -13,6 +13,10 @@ Measured with `benchmarks/training.py --pipeline-only` (2 stages on 2 cores, BEN
 the transformer's bubble at batch 512 fell from 0.24 to 0.19 at M=4 (ideal 0.20) and from 0.27
 to 0.16 at M=8 (ideal 0.11). torch's `Schedule1F1B` already sends each output together with
 the next receive; the same receive-ahead order measured no better there, so 1F1B stays torch's.
+
+It reuses `ScheduleGPipe`'s private set-up and loss helpers (`_check_inputs`,
+`_initialize_stage`, `_maybe_compute_loss`, ...) as torch 2.13, the pinned version, defines
+them; `tests/unit/test_jobs_pipeline_schedules.py` fails if a torch upgrade changes them.
 """
 
 from __future__ import annotations
