@@ -224,6 +224,17 @@ def test_waiting_for_a_fast_node_that_frees_soon_beats_a_free_slow_node() -> Non
     assert patient.place(queued, soon).node_ids == ("slow",)
 
 
+def test_an_interval_as_wide_on_every_node_does_not_make_waiting_look_cheap() -> None:
+    # Upper ends 3.5x the mean everywhere (a log-space residual quantile): no candidate is
+    # surer than another, so the choice is the mean's. Scoring by the upper end would compare
+    # 150 s of waiting + 350 s with 700 s and wait; on the mean it is 250 s against 200 s.
+    model = Unsure(lambda j: 1.0, {}, width={"fast": 2.5, "slow": 2.5})
+    queued = job("q", steps=100, t=15.0)
+    p = LearnedPlacement(model).place(queued, _busy_fast_view(steps_left=150))
+    assert p is not None and p.node_ids == ("slow",)
+    assert LearnedPlacement(model).place(queued, _busy_fast_view(steps_left=5)) is None
+
+
 def test_only_one_job_per_round_counts_on_the_same_busy_node() -> None:
     soon = _busy_fast_view(steps_left=5)
     placement = LearnedPlacement(oracle())

@@ -242,17 +242,31 @@ def _rank(s: _Scored) -> tuple[bool, float]:
     return (bool(s.rejected), s.score)
 
 
+def _spread(pred: Pred) -> float:
+    """(hi - mean) / mean of a predicted duration (0 for a zero or negative mean)."""
+    if pred.duration <= 0:
+        return 0.0
+    return max(pred.duration_hi - pred.duration, 0.0) / pred.duration
+
+
 class LearnedPlacement:
     """Place a gang where its predicted completion (wait + run time, risk-adjusted) is lowest.
 
-    Each candidate's score is ``wait_s + duration + risk * (duration_hi - duration)``: with
-    `risk` 1 a candidate is judged by the upper end of its prediction interval, so a node that
-    only wins on an unsure mean loses to a sure one. Candidates whose predicted peak memory
-    (upper bound, per worker, or the spec's `memory_mb_per_worker` if larger) exceeds a node's
-    known free memory are rejected. Up to `max_wait_candidates` busy nodes faster than every
-    free option are scored too, with the wait until their running jobs are predicted to end
-    (measured step time x steps left, else the cost model); when waiting beats the best free
-    candidate by `wait_margin` (relative) the job stays queued (None). A job stops waiting
+    Each candidate's score is ``wait_s + duration + risk * extra``, where ``extra`` is the
+    part of its interval's upper end (``duration_hi - duration``) beyond the relative width of
+    the job's surest candidate: with `risk` 1 a node that only wins on an unsure mean loses to
+    a sure one. Only the uncertainty one candidate has and another has not counts: a model
+    whose intervals are the same multiple of the mean everywhere (a log-space residual
+    quantile) adds nothing, where scoring by the upper end itself would multiply every run
+    time by that width and make waiting look cheap next to running (the live benchmark's
+    model, trained on 24 jobs, had upper ends 3.5x its means).
+
+    Candidates whose predicted peak memory (upper bound, per worker, or the spec's
+    `memory_mb_per_worker` if larger) exceeds a node's known free memory are rejected. Up to
+    `max_wait_candidates` busy nodes faster than every free option are scored too, with the
+    wait until their running jobs are predicted to end (measured step time x steps left, else
+    the cost model); when waiting beats the best free candidate by `wait_margin` (relative)
+    the job stays queued (None). A job stops waiting
     after `max_wait_s` in the queue, so waiting cannot starve it. A busy node is predicted as
     it will be once its jobs have left: idle, free memory unknown (so not memory-checked).
     At most `max_evaluations` jobs are evaluated per round (`round_ttl_s` of view time, or from
@@ -665,9 +679,12 @@ class LearnedPlacement:
                         f"{have:.0f} MB free")
         return ""
 
-    def score(self, pred: Pred, wait_s: float = 0.0) -> float:
-        """Risk-adjusted predicted completion: wait + mean + risk * (hi - mean)."""
-        return wait_s + pred.duration + self.risk * max(pred.duration_hi - pred.duration, 0.0)
+    def score(self, pred: Pred, wait_s: float = 0.0, surest: float = 0.0) -> float:
+        """Risk-adjusted predicted completion: wait + mean + risk * the upper end's excess over
+        `surest` (the smallest relative spread, (hi - mean) / mean, among the job's
+        candidates)."""
+        extra = pred.duration_hi - pred.duration * (1.0 + surest)
+        return wait_s + pred.duration + self.risk * max(extra, 0.0)
 
     def evaluate(self, job: JobView, view: ClusterView) -> list[_Scored]:
         """Every candidate considered for `job`, best first (rejected ones last)."""
@@ -686,13 +703,15 @@ class LearnedPlacement:
         scored = []
         for (_, _, (ids, _)), p in zip(todo, self._predictions(todo, view), strict=True):
             problem = self._memory_problem(job, ids, p, idx.by_id)
-            scored.append(_Scored(ids, self.score(p), p, rejected=problem))
+            scored.append(_Scored(ids, 0.0, p, rejected=problem))
         if self._prepared:
             busy = [b for b in busy if b[3] in self._round]
         if busy and any(not s.rejected for s in scored):
             preds = self._predictions([(k, job, c) for _, _, c, k in busy], view)
             for (ids, wait, _, _), p in zip(busy, preds, strict=True):
-                scored.append(_Scored(ids, self.score(p, wait), p, wait_s=wait, busy=True))
+                scored.append(_Scored(ids, 0.0, p, wait_s=wait, busy=True))
+        surest = min((_spread(s.pred) for s in scored if not s.rejected), default=0.0)
+        scored = [s._replace(score=self.score(s.pred, s.wait_s, surest)) for s in scored]
         scored.sort(key=_rank)
         return scored
 
