@@ -266,9 +266,9 @@ class LearnedPlacement:
     `max_wait_candidates` busy nodes faster than every free option are scored too, with the
     wait until their running jobs are predicted to end (measured step time x steps left, else
     the cost model); when waiting beats the best free candidate by `wait_margin` (relative)
-    the job stays queued (None). A job stops waiting
-    after `max_wait_s` in the queue, so waiting cannot starve it. A busy node is predicted as
-    it will be once its jobs have left: idle, free memory unknown (so not memory-checked).
+    the job stays queued (None). A job stops waiting after `max_wait_s` in the queue, so
+    waiting cannot starve it. A busy node is predicted as it will be once its jobs have left:
+    idle, free memory unknown (so not memory-checked).
     At most `max_evaluations` jobs are evaluated per round (`round_ttl_s` of view time, or from
     one `prepare` to the next); see the module docstring for the round's prediction cache.
     A GPU job's candidates count free CPUs capped by free GPUs (`fit.usable_cpus`), so each
